@@ -1,0 +1,47 @@
+"""The one place that registers our configs, models and tokenizers with transformers' Auto classes."""
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForNextSentencePrediction,
+    AutoModelForPreTraining,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertTokenizer,
+)
+
+from .modeling.bert import configuration_hfcm_bert as bert_config
+from .modeling.bert import modeling_hfcm_bert as bert
+
+# (config class, {Auto class: model class}, tokenizer class). Our BERT uses transformers' own
+# BertTokenizer, so a saved tokenizer loads even where this package is not installed.
+ARCHITECTURES = [
+    (
+        bert_config.HfcmBertConfig,
+        {
+            AutoModel: bert.HfcmBertModel,
+            AutoModelForPreTraining: bert.HfcmBertForPreTraining,
+            AutoModelForMaskedLM: bert.HfcmBertForMaskedLM,
+            AutoModelForNextSentencePrediction: bert.HfcmBertForNextSentencePrediction,
+            AutoModelForSequenceClassification: bert.HfcmBertForSequenceClassification,
+            AutoModelForTokenClassification: bert.HfcmBertForTokenClassification,
+            AutoModelForQuestionAnswering: bert.HfcmBertForQuestionAnswering,
+            AutoModelForMultipleChoice: bert.HfcmBertForMultipleChoice,
+        },
+        BertTokenizer,
+    ),
+]
+
+
+def register_all():
+    for config_class, models, tokenizer_class in ARCHITECTURES:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        for auto_class, model_class in models.items():
+            auto_class.register(config_class, model_class, exist_ok=True)
+        AutoTokenizer.register(config_class, tokenizer_class=tokenizer_class, exist_ok=True)
+
+
+register_all()
