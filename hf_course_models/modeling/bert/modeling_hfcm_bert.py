@@ -60,6 +60,8 @@ class HfcmBertEmbeddings(nn.Module):
 def eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """softmax(QKᵀ·scaling + mask)·V, returning the weights too; accepts additive or boolean masks."""
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None and attention_mask.dim() == 2:  # (batch, seq) padding mask of flash_attention_*
+        attention_mask = attention_mask.bool()[:, None, None, :]
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
@@ -159,7 +161,7 @@ class HfcmBertModel(HfcmBertPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
-    def _check_inputs(self, input_ids, inputs_embeds, token_type_ids):
+    def _check_inputs(self, input_ids, inputs_embeds, token_type_ids, position_ids):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -169,12 +171,14 @@ class HfcmBertModel(HfcmBertPreTrainedModel):
                 f"Input sequence length {seq_length} exceeds max_position_embeddings {limit}: truncate the input "
                 f"(tokenizer(..., truncation=True, max_length={limit})) or split it into windows."
             )
-        for name, ids, size, fix in (
+        checks = (
             ("input_ids", input_ids, self.config.vocab_size,
              "the tokenizer does not match the model; call model.resize_token_embeddings(len(tokenizer))"),
             ("token_type_ids", token_type_ids, self.config.type_vocab_size,
              f"BERT has {self.config.type_vocab_size} segment ids; use 0 for sentence A and 1 for sentence B"),
-        ):
+            ("position_ids", position_ids, limit, "positions count from 0 and must stay below max_position_embeddings"),
+        )
+        for name, ids, size, fix in checks:
             if ids is not None and ids.numel() and (ids.max() >= size or ids.min() < 0):
                 bad = ids.max().item() if ids.max() >= size else ids.min().item()
                 raise ValueError(f"{name} contains {bad}, outside [0, {size}): {fix}.")
@@ -196,7 +200,7 @@ class HfcmBertModel(HfcmBertPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._check_inputs(input_ids, inputs_embeds, token_type_ids)
+        self._check_inputs(input_ids, inputs_embeds, token_type_ids, position_ids)
 
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         attention_mask = create_bidirectional_mask(
