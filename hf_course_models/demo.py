@@ -2,12 +2,12 @@
 embedded corpus, save both, reload them with the Auto classes and fill masks in English and Chinese."""
 import itertools
 import os
-from importlib import resources
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import AutoModelForMaskedLM, AutoTokenizer, get_linear_schedule_with_warmup, pipeline
 
+from .corpora import corpus_files
 from .data.corpus import read_documents
 from .data.masking import DataCollatorForBertPretraining
 from .data.nsp import create_nsp_examples
@@ -16,11 +16,6 @@ from .modeling.bert.modeling_hfcm_bert import HfcmBertForPreTraining
 from .tokenization.wordpiece import train_wordpiece_tokenizer
 
 PROMPTS = ["Shall I compare thee to a summer's [MASK]?", "床前明月光，疑是地上[MASK]。"]
-
-
-def corpus_files():
-    folder = resources.files("hf_course_models") / "corpora"
-    return [str(folder / name) for name in ("sonnets.txt", "tang300.txt")]
 
 
 def run_demo(out_dir, steps=600, seed=0, batch_size=32, max_seq_length=64):
