@@ -3,6 +3,9 @@
 Importing the package registers every config, model and tokenizer with transformers' Auto classes.
 """
 from . import registry  # noqa: F401  (registers with the Auto classes on import)
+from .data.corpus import read_documents
+from .data.masking import DataCollatorForBertPretraining
+from .data.nsp import create_nsp_examples
 from .modeling.bert.configuration_hfcm_bert import HfcmBertConfig
 from .modeling.bert.modeling_hfcm_bert import (
     HfcmBertForMaskedLM,
@@ -14,5 +17,6 @@ from .modeling.bert.modeling_hfcm_bert import (
     HfcmBertForTokenClassification,
     HfcmBertModel,
 )
+from .tokenization.wordpiece import train_wordpiece_tokenizer, wordpiece_tokenizer_from_vocab
 
 __version__ = "0.1.0"
