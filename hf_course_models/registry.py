@@ -1,4 +1,5 @@
-"""The one place that registers our configs, models and tokenizers with transformers' Auto classes."""
+"""The one place that registers our configs, models and tokenizers with transformers' Auto classes, and
+the question-answering pipeline."""
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -12,9 +13,11 @@ from transformers import (
     AutoTokenizer,
     BertTokenizer,
 )
+from transformers.pipelines import PIPELINE_REGISTRY, REMOVED_TASKS
 
 from .modeling.bert import configuration_hfcm_bert as bert_config
 from .modeling.bert import modeling_hfcm_bert as bert
+from .pipelines import ExtractiveQuestionAnsweringPipeline
 
 # (config class, {Auto class: model class}, tokenizer class). Our BERT uses transformers' own
 # BertTokenizer, so a saved tokenizer loads even where this package is not installed.
@@ -42,6 +45,14 @@ def register_all():
         for auto_class, model_class in models.items():
             auto_class.register(config_class, model_class, exist_ok=True)
         AutoTokenizer.register(config_class, tokenizer_class=tokenizer_class, exist_ok=True)
+    register_question_answering_pipeline()
+
+
+def register_question_answering_pipeline():
+    # transformers 5 removed its extractive question-answering pipeline; this package brings one back for its QA heads.
+    REMOVED_TASKS.pop("question-answering", None)
+    PIPELINE_REGISTRY.register_pipeline("question-answering", pipeline_class=ExtractiveQuestionAnsweringPipeline,
+                                        pt_model=AutoModelForQuestionAnswering, type="text")
 
 
 register_all()
