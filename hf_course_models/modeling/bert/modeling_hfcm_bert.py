@@ -30,6 +30,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_hfcm_bert import HfcmBertConfig
 
@@ -45,6 +46,7 @@ class HfcmBertEmbeddings(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
+    @can_return_tuple
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
@@ -183,6 +185,7 @@ class HfcmBertModel(HfcmBertPreTrainedModel):
                 bad = ids.max().item() if ids.max() >= size else ids.min().item()
                 raise ValueError(f"{name} contains {bad}, outside [0, {size}): {fix}.")
 
+    @can_return_tuple
     def forward(
         self,
         input_ids=None,
@@ -192,14 +195,12 @@ class HfcmBertModel(HfcmBertPreTrainedModel):
         inputs_embeds=None,
         output_attentions=None,
         output_hidden_states=None,
-        return_dict=None,
         **kwargs,
     ):
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_inputs(input_ids, inputs_embeds, token_type_ids, position_ids)
 
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
@@ -215,13 +216,12 @@ class HfcmBertModel(HfcmBertPreTrainedModel):
             if output_attentions:
                 all_attentions += (weights,)
 
-        output = BaseModelOutputWithPooling(
+        return BaseModelOutputWithPooling(
             last_hidden_state=hidden_states,
             pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class HfcmBertLMHead(nn.Module):
@@ -295,10 +295,10 @@ class HfcmBertForPreTraining(_HfcmBertWithLMHead):
         self.nsp_head = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, next_sentence_label=None, output_attentions=None,
-                output_hidden_states=None, return_dict=None, **kwargs):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+                output_hidden_states=None, **kwargs):
         outputs = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         prediction_logits, mlm_loss = masked_lm_logits_and_loss(
@@ -309,7 +309,7 @@ class HfcmBertForPreTraining(_HfcmBertWithLMHead):
         if next_sentence_label is not None:
             nsp_loss = F.cross_entropy(seq_relationship_logits.float(), next_sentence_label.view(-1))
         losses = [part for part in (mlm_loss, nsp_loss) if part is not None]
-        output = HfcmBertForPreTrainingOutput(
+        return HfcmBertForPreTrainingOutput(
             loss=sum(losses) if losses else None,
             mlm_loss=mlm_loss,
             nsp_loss=nsp_loss,
@@ -318,7 +318,6 @@ class HfcmBertForPreTraining(_HfcmBertWithLMHead):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class HfcmBertForMaskedLM(_HfcmBertWithLMHead):
@@ -330,18 +329,17 @@ class HfcmBertForMaskedLM(_HfcmBertWithLMHead):
         self.lm_head = HfcmBertLMHead(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, **kwargs):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+                **kwargs):
         outputs = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         logits, loss = masked_lm_logits_and_loss(
             self.lm_head, self.config, outputs.last_hidden_state, labels, kwargs.get("num_items_in_batch")
         )
-        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
-                                attentions=outputs.attentions)
-        return output if return_dict else output.to_tuple()
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                              attentions=outputs.attentions)
 
 
 class HfcmBertForNextSentencePrediction(HfcmBertPreTrainedModel):
@@ -353,17 +351,16 @@ class HfcmBertForNextSentencePrediction(HfcmBertPreTrainedModel):
         self.nsp_head = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, **kwargs):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+                **kwargs):
         outputs = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         logits = self.nsp_head(outputs.pooler_output)
         loss = F.cross_entropy(logits.float(), labels.view(-1)) if labels is not None else None
-        output = NextSentencePredictorOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
-                                             attentions=outputs.attentions)
-        return output if return_dict else output.to_tuple()
+        return NextSentencePredictorOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                           attentions=outputs.attentions)
 
 
 def _classifier_dropout(config):
@@ -383,17 +380,16 @@ class HfcmBertForSequenceClassification(HfcmBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, **kwargs):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+                **kwargs):
         outputs = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = ForSequenceClassificationLoss(labels, logits, self.config) if labels is not None else None
-        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
-                                          attentions=outputs.attentions)
-        return output if return_dict else output.to_tuple()
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions)
 
 
 class HfcmBertForTokenClassification(HfcmBertPreTrainedModel):
@@ -406,19 +402,18 @@ class HfcmBertForTokenClassification(HfcmBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, **kwargs):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+                **kwargs):
         outputs = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, self.config.num_labels).float(), labels.view(-1), ignore_index=-100)
-        output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
-                                       attentions=outputs.attentions)
-        return output if return_dict else output.to_tuple()
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                     attentions=outputs.attentions)
 
 
 class HfcmBertForQuestionAnswering(HfcmBertPreTrainedModel):
@@ -430,22 +425,21 @@ class HfcmBertForQuestionAnswering(HfcmBertPreTrainedModel):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=None,
-                output_hidden_states=None, return_dict=None, **kwargs):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+                output_hidden_states=None, **kwargs):
         outputs = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)
         loss = ForQuestionAnsweringLoss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(
+        return QuestionAnsweringModelOutput(
             loss=loss,
             start_logits=start_logits.contiguous(),
             end_logits=end_logits.contiguous(),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class HfcmBertForMultipleChoice(HfcmBertPreTrainedModel):
@@ -458,10 +452,10 @@ class HfcmBertForMultipleChoice(HfcmBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, **kwargs):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+                **kwargs):
         reference = input_ids if input_ids is not None else inputs_embeds
         if reference is None or reference.dim() < 3:
             raise ValueError("Multiple choice expects inputs of shape (batch, num_choices, seq_length).")
@@ -474,9 +468,8 @@ class HfcmBertForMultipleChoice(HfcmBertPreTrainedModel):
                             flat(inputs_embeds), output_attentions, output_hidden_states, return_dict=True)
         logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)
         loss = F.cross_entropy(logits.float(), labels.view(-1)) if labels is not None else None
-        output = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
-                                           attentions=outputs.attentions)
-        return output if return_dict else output.to_tuple()
+        return MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                         attentions=outputs.attentions)
 
 
 __all__ = [
