@@ -37,7 +37,9 @@ MODELS = ("ours", "reference")
 
 def new_model(name, preset):
     config = BertConfig(vocab_size=VOCAB_SIZE, **PRESETS[preset])
-    return BertForPreTraining(config) if name == "reference" else HfcmBertForPreTraining(config_from_transformers(config))
+    if name == "reference":
+        return BertForPreTraining(config)
+    return HfcmBertForPreTraining(config_from_transformers(config))
 
 
 def build_models(preset, seed):
@@ -162,7 +164,8 @@ def main():
                          f"{speed[name]['median'] / speed['reference']['median']:.2f}x"])
 
     print()
-    print(format_table(["dtype", "model", "tokens/s median", "min", "max", "step peak MiB", "vs reference"], rows))
+    header = ["dtype", "model", "tokens/s median", "min", "max", "step peak MiB", "vs reference"]
+    print(format_table(header, rows), end="\n\n")
     path = write_json(
         args.output or f"bert_pretraining_{args.preset}_b{args.batch_size}_s{args.seq_len}.json",
         {
