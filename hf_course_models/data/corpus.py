@@ -25,11 +25,17 @@ def read_text(path: str | os.PathLike) -> str:
         ) from None
 
 
+def _paths(files) -> list[str]:
+    """One path or several, as strings; ValueError if there are none."""
+    paths = [os.fspath(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)]
+    if not paths:
+        raise ValueError("No corpus files were given; pass at least one UTF-8 text file.")
+    return paths
+
+
 def iter_lines(files: Iterable[str | os.PathLike]) -> Iterator[str]:
     """Non-blank lines of every file, stripped; ValueError if there are none at all."""
-    files = [os.fspath(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)]
-    if not files:
-        raise ValueError("No corpus files were given; pass at least one UTF-8 text file.")
+    files = _paths(files)
     seen_any = False
     for path in files:
         for line in read_text(path).splitlines():
@@ -46,9 +52,7 @@ def read_documents(files: Iterable[str | os.PathLike]) -> list[list[str]]:
 
     Each file also ends a document. ValueError if no file holds any text.
     """
-    files = [os.fspath(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)]
-    if not files:
-        raise ValueError("No corpus files were given; pass at least one UTF-8 text file.")
+    files = _paths(files)
     documents: list[list[str]] = []
     for path in files:
         current: list[str] = []
