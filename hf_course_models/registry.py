@@ -3,6 +3,7 @@ the question-answering pipeline."""
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForMultipleChoice,
     AutoModelForNextSentencePrediction,
@@ -12,15 +13,22 @@ from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
     BertTokenizer,
+    GPT2Tokenizer,
 )
 from transformers.pipelines import PIPELINE_REGISTRY, REMOVED_TASKS
 
 from .modeling.bert import configuration_hfcm_bert as bert_config
 from .modeling.bert import modeling_hfcm_bert as bert
+from .modeling.elmo import configuration_hfcm_elmo as elmo_config
+from .modeling.elmo import modeling_hfcm_elmo as elmo
+from .modeling.gpt import configuration_hfcm_gpt as gpt_config
+from .modeling.gpt import modeling_hfcm_gpt as gpt
 from .pipelines import ExtractiveQuestionAnsweringPipeline
+from .tokenization.elmo import HfcmElmoTokenizer
 
-# (config class, {Auto class: model class}, tokenizer class). Our BERT uses transformers' own
-# BertTokenizer, so a saved tokenizer loads even where this package is not installed.
+# (config class, {Auto class: model class}, tokenizer class). Our BERT and GPT use transformers' own
+# BertTokenizer and GPT2Tokenizer, so a saved tokenizer loads even where this package is not installed.
+# GPT's double-heads model has no Auto class (transformers has none for GPT2DoubleHeadsModel either).
 ARCHITECTURES = [
     (
         bert_config.HfcmBertConfig,
@@ -35,6 +43,25 @@ ARCHITECTURES = [
             AutoModelForMultipleChoice: bert.HfcmBertForMultipleChoice,
         },
         BertTokenizer,
+    ),
+    (
+        gpt_config.HfcmGptConfig,
+        {
+            AutoModel: gpt.HfcmGptModel,
+            AutoModelForCausalLM: gpt.HfcmGptForCausalLM,
+            AutoModelForSequenceClassification: gpt.HfcmGptForSequenceClassification,
+        },
+        GPT2Tokenizer,
+    ),
+    (
+        elmo_config.HfcmElmoConfig,
+        {
+            AutoModel: elmo.HfcmElmoModel,
+            AutoModelForPreTraining: elmo.HfcmElmoForBidirectionalLM,
+            AutoModelForSequenceClassification: elmo.HfcmElmoForSequenceClassification,
+            AutoModelForTokenClassification: elmo.HfcmElmoForTokenClassification,
+        },
+        HfcmElmoTokenizer,  # ours (it adds char_ids): elsewhere it loads through remote code only
     ),
 ]
 

@@ -262,10 +262,10 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(OSError, match="empty holds no model.safetensors"):
         convert_checkpoint(empty, tmp_path / "out")
 
-    transformers.GPT2Config(n_layer=1).save_pretrained(tmp_path / "gpt2")
-    (tmp_path / "gpt2" / "model.safetensors").write_bytes(b"")
-    with pytest.raises(ValueError, match="model_type 'gpt2'.*supported: 'bert' to 'hfcm'"):
-        convert_checkpoint(tmp_path / "gpt2", tmp_path / "out")
+    transformers.T5Config(num_layers=1).save_pretrained(tmp_path / "t5")
+    (tmp_path / "t5" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="model_type 't5'.*supported: 'bert' to 'hfcm'"):
+        convert_checkpoint(tmp_path / "t5", tmp_path / "out")
 
     decoder = tmp_path / "decoder"
     transformers.BertLMHeadModel(bert_config(is_decoder=True)).save_pretrained(decoder)
