@@ -319,8 +319,10 @@ def test_padded_batch_without_a_pad_token_says_how_to_set_one():
     for part in ("tokenizer.pad_token = tokenizer.eos_token", "pad_token_id=tokenizer.pad_token_id",
                  "model.generation_config.pad_token_id"):
         assert part in str(error.value)
-    # Any of the fixes makes it work; an unpadded batch or a single prompt never needed one.
+    # Any of the fixes makes it work; an unpadded batch or a single prompt never needed one; with an eos token
+    # transformers pads with it, as for GPT-2.
     model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=3, pad_token_id=PAD)
+    model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=3, eos_token_id=PAD)
     model.generate(torch.randint(1, VOCAB, (3, 5)), max_new_tokens=3)
     model.generate(input_ids[:1], attention_mask=attention_mask[:1], max_new_tokens=3)
 

@@ -351,12 +351,14 @@ def _check_sampling_settings(generation_config):
 
 
 def _check_pad_token_for_padded_batch(generation_config, attention_mask):
-    if generation_config.pad_token_id is not None or attention_mask is None or attention_mask.dim() != 2:
+    # With an eos token transformers pads finished rows with it (and warns), as GPT-2 users rely on.
+    if generation_config.pad_token_id is not None or generation_config.eos_token_id is not None:
         return
-    if attention_mask.shape[0] > 1 and not bool(attention_mask.all()):
+    if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[0] > 1 \
+            and not bool(attention_mask.all()):
         raise ValueError(
             "Batched generation from padded prompts needs a pad token id, and neither the call nor "
-            "model.generation_config has one. GPT-2's tokenizer has no pad token: set "
+            "model.generation_config has one (nor an eos token id to fall back to). GPT-2's tokenizer has no pad token: set "
             "`tokenizer.pad_token = tokenizer.eos_token` (and `tokenizer.padding_side = 'left'`) before "
             "tokenizing, then pass `pad_token_id=tokenizer.pad_token_id` to generate, or set it once with "
             "`model.generation_config.pad_token_id = tokenizer.pad_token_id`."
