@@ -19,6 +19,7 @@ import torch
 import transformers
 from allennlp_oracle import (CLIPS_BIND, OracleJob, OracleUnavailable, environment_dir, run_elmo_bilm,
                              write_elmo_files, write_options)
+from elmo_fixtures import elmo_fixture_dir
 
 from hf_course_models.convert.elmo import load_allennlp_elmo
 from hf_course_models.modeling.elmo.modeling_hfcm_elmo import HfcmElmoModel
@@ -42,7 +43,6 @@ SENTENCES = [
 ]
 BATCH_A = SENTENCES
 BATCH_B = [SENTENCES[4], SENTENCES[2], SENTENCES[0]]  # reordered, other companions, shorter padding
-ELMO_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "elmo_reference"
 
 
 def without_clips(options, *clips):
@@ -73,12 +73,12 @@ def oracle(weights):
         "clipped_carried": OracleJob(variants["clipped"], weight_file, [BATCH_A, BATCH_B], state="carried"),
         **{name: OracleJob(variants[name], weight_file, [BATCH_A]) for name in ("no_cell_clip", "no_proj_clip", "no_clip")},
     }
-    if ELMO_REFERENCE.is_dir():
-        lists = json.loads((ELMO_REFERENCE / "sentences.json").read_text(encoding="utf-8"))
-        fixture_batches = [[lists[k][i].split() for k in range(len(lists))] for i in range(len(lists[0]))]
-        for state in ("carried", "fresh"):
-            jobs[f"fixture_{state}"] = OracleJob(ELMO_REFERENCE / "options.json", ELMO_REFERENCE / "lm_weights.hdf5",
-                                                 fixture_batches, state=state)
+    reference = elmo_fixture_dir()  # bilm-tf's fixture: ../shared, else from the allennlp==0.9.0 wheel
+    lists = json.loads((reference / "sentences.json").read_text(encoding="utf-8"))
+    fixture_batches = [[lists[k][i].split() for k in range(len(lists))] for i in range(len(lists[0]))]
+    for state in ("carried", "fresh"):
+        jobs[f"fixture_{state}"] = OracleJob(reference / "options.json", reference / "lm_weights.hdf5",
+                                             fixture_batches, state=state)
     try:
         outputs, libraries = run_elmo_bilm(list(jobs.values()))
     except OracleUnavailable as error:
@@ -144,15 +144,13 @@ def test_oracle_uses_the_global_torch_numpy_and_transformers(oracle):
 def test_allennlp_reproduces_bilm_tf_fixture_only_statefully(oracle):
     """The documented bilm-tf dumps (shared/elmo_reference): AllenNLP matches them when its LSTM state is carried
     across the 10 batches as bilm-tf's was, and a fresh module per batch matches only the first batch."""
-    if not ELMO_REFERENCE.is_dir():
-        pytest.skip(f"the bilm-tf reference data is not at {ELMO_REFERENCE}")
     runs, _ = oracle
     deltas = {"carried": [], "fresh": []}
     for state in deltas:
         for i, batch in enumerate(runs[f"fixture_{state}"]):
             for k in range(batch.mask.shape[0]):
                 length = int(batch.mask[k].sum()) - 2
-                with h5py.File(ELMO_REFERENCE / f"lm_embeddings_{k}.hdf5", "r") as dumped:
+                with h5py.File(elmo_fixture_dir() / f"lm_embeddings_{k}.hdf5", "r") as dumped:
                     forward, backward = dumped[str(i)][...]
                 expected = np.concatenate([forward, backward], axis=-1)
                 deltas[state].append(max_delta(batch.activations[2][k, 1 : length + 1], expected))

@@ -17,11 +17,11 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
+from elmo_fixtures import elmo_fixture_dir
 from hf_course_models.corpora import corpus_files
 from hf_course_models.tokenization.elmo import BOS_CHAR_IDS, EOS_CHAR_IDS, HfcmElmoTokenizer, elmo_char_ids
 from hf_course_models.tokenization.elmo_vocab import elmo_tokenizer_from_vocab, train_elmo_tokenizer
 
-ELMO_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "elmo_reference"
 ENGLISH = [
     "The quick brown fox jumps over the lazy dog.",
     "Shall I compare thee to a summer's day?",
@@ -369,9 +369,8 @@ def test_bilm_tf_vocab_file(tmp_path):
 
 
 def test_real_bilm_tf_vocab_file():
-    vocab_file, sentences_file = ELMO_REFERENCE / "vocab_test.txt", ELMO_REFERENCE / "sentences.json"
-    if not vocab_file.is_file():
-        pytest.skip(f"{vocab_file} is absent: the bilm-tf fixtures live outside the repository")
+    reference = elmo_fixture_dir()  # bilm-tf's fixture: ../shared, else from the allennlp==0.9.0 wheel
+    vocab_file, sentences_file = reference / "vocab_test.txt", reference / "sentences.json"
     with open(vocab_file, encoding="utf-8") as handle:
         words = [line.strip() for line in handle]
     tok = elmo_tokenizer_from_vocab(vocab_file, split_punctuation=False)
