@@ -190,7 +190,7 @@ def test_text_classification_batches_equal_single_texts(classifier, padding_side
         [alone] = classify(text)
         assert [s["label"] for s in scores] == [s["label"] for s in alone]
         torch.testing.assert_close(torch.tensor([s["score"] for s in scores]),
-                                   torch.tensor([s["score"] for s in alone]), atol=1e-6, rtol=0)
+                                   torch.tensor([s["score"] for s in alone]), atol=1e-5, rtol=0)
 
 
 # Following transformers' advice after the pipeline was built leaves generate without a pad_token_id; generate
@@ -213,4 +213,4 @@ def test_batching_without_a_pad_token_says_how_to_set_one(save, unpadded, task):
         assert batched == one_by_one
     else:
         assert [r["label"] for r in batched] == [r["label"] for r in one_by_one]
-        assert [r["score"] for r in batched] == pytest.approx([r["score"] for r in one_by_one], abs=1e-6)
+        assert [r["score"] for r in batched] == pytest.approx([r["score"] for r in one_by_one], abs=1e-5)
