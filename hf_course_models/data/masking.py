@@ -6,6 +6,7 @@ character per token) is cut into words by a segmenter, jieba by default.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,12 @@ def _as_list(values) -> list:
     return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
+def _example_generator(seed: int, example_id: int) -> torch.Generator:
+    """A generator that is a pure function of (seed, example_id), the same in every process and run."""
+    digest = hashlib.blake2b(f"{seed}/{example_id}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
 def _jieba_lcut() -> Callable[[str], list[str]]:
     import jieba  # imported only for whole-word masking: loading its dictionary takes a second
 
@@ -42,6 +49,11 @@ class DataCollatorForBertPretraining:
     dicts with `input_ids` and optionally `token_type_ids`, `attention_mask`, `next_sentence_label`;
     other keys are ignored. Returns `input_ids`, `attention_mask`, `token_type_ids`, `labels` (the
     original id where a token was chosen, -100 elsewhere) and `next_sentence_label` when given.
+
+    Features with an `example_id` (all of the batch or none) are masked from a generator seeded by
+    (`seed`, example_id): the same example gets the same masks in any batch, order or process (static
+    masks, as BERT's create_pretraining_data; give copies new ids for more variety). Without one, masks
+    come from one generator per process and differ on every call.
 
     Never chosen: padding and every special token of the tokenizer ([CLS], [SEP], [PAD], [UNK],
     [MASK] and added special tokens). Random replacements are drawn uniformly from the other ids.
@@ -112,8 +124,20 @@ class DataCollatorForBertPretraining:
         input_ids = batch["input_ids"]
         eligible = batch["attention_mask"].bool() & ~torch.isin(input_ids, self._special_ids)
         starts = eligible & ~self._continuations(input_ids, eligible) if self.whole_word_mask else eligible
-        batch["input_ids"], batch["labels"] = self._mask(input_ids, eligible, starts)
+        batch["input_ids"], batch["labels"] = self._mask(input_ids, eligible, starts, self._generators(features))
         return batch
+
+    def _generators(self, features: Sequence[Mapping]) -> list[torch.Generator]:
+        """One generator per row: the process's own, or with `example_id`s one seeded by (seed, example_id),
+        so an example's masks do not depend on the batch, its order or the process that collates it."""
+        example_ids = [feature.get("example_id") for feature in features]
+        if all(example_id is None for example_id in example_ids):
+            return [self._rng()] * len(features)
+        if any(example_id is None for example_id in example_ids):
+            raise ValueError("`example_id` is given for some features of the batch but not all.")
+        if self.seed is None:
+            raise ValueError("The features carry `example_id`s, whose masks are drawn from `seed`; pass seed=<int>.")
+        return [_example_generator(self.seed, int(example_id)) for example_id in example_ids]
 
     def _pad(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         if not features:
@@ -176,23 +200,30 @@ class DataCollatorForBertPretraining:
             self._segment_cache[text] = words
         return words
 
-    def _mask(self, input_ids: torch.Tensor, eligible: torch.Tensor, starts: torch.Tensor):
-        """Choose words, then [MASK] / random / keep per chosen word; returns (masked ids, labels)."""
-        n_words = int(starts.sum())
-        if n_words == 0:
+    def _mask(self, input_ids: torch.Tensor, eligible: torch.Tensor, starts: torch.Tensor,
+              generators: list[torch.Generator]):
+        """Choose words, then [MASK] / random / keep per chosen word; returns (masked ids, labels).
+
+        Each row draws from its own generator, and only as many numbers as it has words and eligible
+        tokens, so its masks do not depend on the padded width or on the other rows.
+        """
+        if not starts.any():
             return input_ids, torch.full_like(input_ids, -100)
-        rng = self._rng()
+        draws = [(torch.rand(n_words, generator=rng), torch.rand(n_words, generator=rng),
+                  torch.randint(len(self._random_ids), (n_tokens,), generator=rng))
+                 for rng, n_words, n_tokens in zip(generators, starts.sum(1).tolist(), eligible.sum(1).tolist())]
+        chosen_draws, action_draws, pick_draws = (torch.cat(column) for column in zip(*draws))
         word = (starts.flatten().cumsum(0) - 1).clamp(min=0).view_as(input_ids)  # each token's word number
-        chosen = torch.rand(n_words, generator=rng) < self.mlm_probability
-        action = torch.rand(n_words, generator=rng).take(word)
-        selected = eligible & chosen.take(word)
+        selected = eligible & (chosen_draws < self.mlm_probability).take(word)
+        action = action_draws.take(word)
         to_mask = selected & (action < self.mask_replace_prob)
         to_random = selected & ~to_mask & (action < self.mask_replace_prob + self.random_replace_prob)
+        picks = torch.zeros_like(input_ids)
+        picks[eligible] = pick_draws
 
         masked = input_ids.clone()
         masked[to_mask] = self.tokenizer.mask_token_id
-        picks = torch.randint(len(self._random_ids), (int(to_random.sum()),), generator=rng)
-        masked[to_random] = self._random_ids[picks]
+        masked[to_random] = self._random_ids[picks[to_random]]
         return masked, torch.where(selected, input_ids, -100)
 
     def _rng(self) -> torch.Generator:

@@ -32,8 +32,25 @@ def create_nsp_examples(
     sentence, where the original forces NotNext, which pushes the NotNext share above
     `nsp_probability` (for short targets, far above).
     """
-    _validate(documents, tokenizer, max_seq_length, short_seq_prob, nsp_probability, dupe_factor)
+    _validate_documents(documents)
     tokenized = [_tokenize(document, tokenizer) for document in documents]
+    return create_nsp_examples_from_ids(tokenized, tokenizer, max_seq_length, short_seq_prob, nsp_probability,
+                                        seed, dupe_factor)
+
+
+def create_nsp_examples_from_ids(
+    documents: Sequence[Sequence[Sequence[int]]],
+    tokenizer,
+    max_seq_length: int = 128,
+    short_seq_prob: float = 0.1,
+    nsp_probability: float = 0.5,
+    seed: int | None = None,
+    dupe_factor: int = 1,
+) -> list[dict]:
+    """`create_nsp_examples` for documents already tokenised: lists of sentences, each a list of token ids
+    without special tokens (as a `datasets.map` over a corpus gives them); empty sentences are skipped."""
+    _validate(tokenizer, max_seq_length, short_seq_prob, nsp_probability, dupe_factor)
+    tokenized = [[list(sentence) for sentence in document if len(sentence)] for document in documents]
     pool = [index for index, document in enumerate(tokenized) if document]
     if nsp_probability > 0 and len(pool) < 2:
         raise ValueError(
@@ -50,12 +67,15 @@ def create_nsp_examples(
     return examples
 
 
-def _validate(documents, tokenizer, max_seq_length, short_seq_prob, nsp_probability, dupe_factor) -> None:
+def _validate_documents(documents) -> None:
     if any(isinstance(document, str) for document in documents):
         raise ValueError(
             "Each document must be a list of sentences, not a string: pass [[sentence, ...], ...] "
             "(hf_course_models.data.corpus.read_documents returns this form)."
         )
+
+
+def _validate(tokenizer, max_seq_length, short_seq_prob, nsp_probability, dupe_factor) -> None:
     if max_seq_length < 5:
         raise ValueError(
             f"max_seq_length={max_seq_length} leaves no room for A and B next to [CLS] and two [SEP]; "
