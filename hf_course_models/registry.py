@@ -1,5 +1,7 @@
 """The one place that registers our configs, models and tokenizers with transformers' Auto classes, and
 the question-answering pipeline."""
+import functools
+
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -72,7 +74,42 @@ def register_all():
         for auto_class, model_class in models.items():
             auto_class.register(config_class, model_class, exist_ok=True)
         AutoTokenizer.register(config_class, tokenizer_class=tokenizer_class, exist_ok=True)
+        save_remote_code(config_class, models)
+    # No Auto class has a double-heads model (as in transformers); registering it only makes its save copy the
+    # code, and the config's save then writes GPT's usual auto_map.
+    gpt.HfcmGptDoubleHeadsModel.register_for_auto_class(AutoModelForCausalLM)
+    HfcmElmoTokenizer.register_for_auto_class(AutoTokenizer)
     register_question_answering_pipeline()
+
+
+def save_remote_code(config_class, models):
+    """Make every `save_pretrained` / `push_to_hub` also write the architecture's code and a complete `auto_map`.
+
+    Then a saved directory or Hub repo loads with `trust_remote_code=True` where this package is not installed;
+    where it is, the registered classes above are used and the copied code is ignored. Done on every save rather
+    than on request because `push_to_hub` is transformers' own: a forgotten request would publish a repo that
+    only loads for people who have the package.
+    """
+    config_class.register_for_auto_class(AutoConfig)
+    for auto_class, model_class in models.items():
+        model_class.register_for_auto_class(auto_class)
+    auto_map = {AutoConfig.__name__: _code_reference(config_class)}
+    auto_map |= {auto_class.__name__: _code_reference(model_class) for auto_class, model_class in models.items()}
+    save_config = config_class.save_pretrained
+
+    @functools.wraps(save_config)
+    def save_pretrained(self, *args, **kwargs):
+        # transformers writes only the saved model's own Auto entry: restore every head's, so that a repo saved
+        # from a masked LM also loads under AutoModel or AutoModelForSequenceClassification.
+        self.auto_map = {**(getattr(self, "auto_map", None) or {}), **auto_map}
+        return save_config(self, *args, **kwargs)
+
+    config_class.save_pretrained = save_pretrained
+
+
+def _code_reference(cls) -> str:
+    """`module.Class` as `auto_map` names it: the code files are copied flat, without the package path."""
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
 
 
 def register_question_answering_pipeline():

@@ -40,6 +40,10 @@ def activate(environment):
     path = str(environment)
     if path not in sys.path:
         sys.path.append(path)
+    # With Pillow installed, transformers asks importlib whether torchvision exists, which raises for a stand-in
+    # without a module spec: let it find out (and cache) that torchvision is absent before the stand-in appears.
+    from transformers.utils.import_utils import is_torchvision_available
+    is_torchvision_available()
     sys.modules.setdefault("torchvision", _StandIn("torchvision"))
     sys.modules.setdefault("allennlp.common.push_to_hf", _push_to_hf_stand_in())
 
