@@ -3,6 +3,8 @@ one short `hfcm pretrain` run per family. GPT tiny without dropout wherever runs
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -157,3 +159,19 @@ def test_hfcm_pretrain_runs_for(family, options, tmp_path, corpus):
     assert [record["step"] for record in records(out) if "loss" in record] == [2, 4]
     assert latest_checkpoint(str(out)) == str(out / "checkpoint-2")
     assert json.load(open(out / "summary.json"))["metrics"]  # the family's own evaluation ran
+
+
+def test_bf16_mixed_precision_trains_in_bf16_and_saves_fp32(tmp_path, bpe_dir, corpus):
+    # In a fresh process: accelerate fixes the precision once per process.
+    command = ["pretrain", "gpt", "--tokenizer", bpe_dir, "--files", corpus, "--preset", "tiny", "--seq-len", "32",
+               "--max-steps", "2", "--batch-size", "4", "--logging-steps", "1", "--config-overrides",
+               *(f"{name}=0" for name in NO_DROPOUT)]
+    assert hfcm([*command, "--out", str(tmp_path / "fp32")]) == 0
+    subprocess.run([sys.executable, "-m", "hf_course_models", *command, "--out", str(tmp_path / "bf16"),
+                    "--mixed-precision", "bf16"], check=True, capture_output=True, cwd=tmp_path)
+    fp32, bf16 = ([record["loss"] for record in records(tmp_path / name) if "loss" in record] for name in ("fp32",
+                                                                                                       "bf16"))
+    # bf16 autocast rounds the matmuls: the losses are close but not equal (equal would mean fp32 ran)
+    assert all(0 < abs(a - b) < 0.05 for a, b in zip(fp32, bf16)), (fp32, bf16)
+    weights = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}  # master weights stay fp32
