@@ -60,6 +60,7 @@ ARCHITECTURES = [
         {
             AutoModel: elmo.HfcmElmoModel,
             AutoModelForPreTraining: elmo.HfcmElmoForBidirectionalLM,
+            AutoModelForCausalLM: elmo.HfcmElmoForCausalLM,  # the forward LM, for generate
             AutoModelForSequenceClassification: elmo.HfcmElmoForSequenceClassification,
             AutoModelForTokenClassification: elmo.HfcmElmoForTokenClassification,
         },

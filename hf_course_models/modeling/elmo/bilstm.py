@@ -40,34 +40,41 @@ class HfcmElmoLstmLayer(nn.Module):
         self.bias = nn.Parameter(torch.empty(2, 4 * cell_size))
         self.weight_hr = nn.Parameter(torch.empty(2, projection_size, cell_size))
 
-    def run_exact(self, inputs, state, step_mask, cell_clip, proj_clip):
-        """`inputs` [2, B, T, in]; `state` (h [2, B, P], c [2, B, H]); `step_mask` [B, T] or None.
+    def run_exact(self, inputs, state, step_mask, cell_clip, proj_clip, directions=slice(None)):
+        """`inputs` [D, B, T, in]; `state` (h [D, B, P], c [D, B, H]); `step_mask` [B, T] or None; `directions`
+        picks the D LSTMs that run (all: D = 2; `slice(0, 1)`: the forward LM alone).
 
-        With a step mask, rows keep their state after their last step (the final state is each row's own);
-        without one, steps past a row's end run on padding (their outputs are masked by the caller).
+        With a step mask, rows keep their state through the steps it leaves out (padding, before or after a row's
+        tokens), so the final state is each row's own; without one, steps past a row's end run on padding (their
+        outputs are masked by the caller).
+        The loop runs feature-major (gates [2, 4H, B] = W_hh · h, not h · W_hhᵀ): MKL multiplies a stored weight
+        by a few columns faster than a few rows by a transposed weight, and each gate is then a contiguous block.
         """
-        directions, batch, steps, _ = inputs.shape
-        input_gates = torch.baddbmm(self.bias.unsqueeze(1), inputs.flatten(1, 2), self.weight_ih.transpose(1, 2))
-        input_gates = input_gates.view(directions, batch, steps, -1)
-        recurrent, projection = self.weight_hh.transpose(1, 2), self.weight_hr.transpose(1, 2)
-        hidden, cell = state
+        count, batch, steps, _ = inputs.shape
+        weight_ih, weight_hh, bias, weight_hr = (weight[directions] for weight in
+                                                 (self.weight_ih, self.weight_hh, self.bias, self.weight_hr))
+        # x · W_ih for all steps in one product, [D, 4H, T·B]: the columns of step t are t·B ... t·B + B − 1.
+        step_major = inputs.transpose(1, 2).reshape(count, steps * batch, -1)
+        input_gates = torch.baddbmm(bias.unsqueeze(2), weight_ih, step_major.transpose(1, 2))
+        hidden, cell = (part.transpose(1, 2) for part in state)  # [D, P, B], [D, H, B]
         outputs = []
         for step in range(steps):
-            gates = torch.baddbmm(input_gates[:, :, step], hidden, recurrent)
-            input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=-1)
+            gates = torch.baddbmm(input_gates[:, :, step * batch: (step + 1) * batch], weight_hh, hidden)
+            input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
             new_cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
             if cell_clip is not None:
                 new_cell = new_cell.clamp(-cell_clip, cell_clip)
-            new_hidden = torch.bmm(torch.sigmoid(output_gate) * torch.tanh(new_cell), projection)
+            new_hidden = torch.bmm(weight_hr, torch.sigmoid(output_gate) * torch.tanh(new_cell))
             if proj_clip is not None:
                 new_hidden = new_hidden.clamp(-proj_clip, proj_clip)
             if step_mask is None:
                 hidden, cell = new_hidden, new_cell
             else:
-                active = step_mask[:, step, None]
+                active = step_mask[:, step].view(1, 1, batch)
                 hidden, cell = torch.where(active, new_hidden, hidden), torch.where(active, new_cell, cell)
             outputs.append(new_hidden)
-        return torch.stack(outputs, dim=2), (hidden, cell)
+        final_state = (hidden.transpose(1, 2), cell.transpose(1, 2))
+        return torch.stack(outputs, dim=1).permute(0, 3, 1, 2), final_state  # [D, B, T, P]
 
     def run_fused(self, inputs, state):
         """torch's fused LSTM on each direction, without clipping; outputs [2, B, T, P]."""
@@ -188,3 +195,22 @@ class HfcmElmoBiLstm(nn.Module):
         if not keep_final_state:
             return outputs_per_layer, None
         return outputs_per_layer, tuple(torch.stack([final[part] for final in final_states]) for part in (0, 1))
+
+    def forward_lm(self, tokens, mask, state):
+        """The forward LM alone, for generation: `tokens` [B, T, P]; `mask` [B, T] (padding anywhere, e.g. on the
+        left: a row's state is carried through it unchanged); `state` (h [layers, B, P], c [layers, B, H]), the
+        state after the row's previous tokens. Returns the top layer's forward outputs [B, T, P] (zeros at padding)
+        and the state after the last step. Always the exact loop: one step at a time is what generation runs."""
+        inputs, hidden, cell = tokens.unsqueeze(0), [], []
+        for index, layer in enumerate(self.layers):
+            inputs = self.dropout(inputs)
+            outputs, (last_hidden, last_cell) = layer.run_exact(
+                inputs, (state[0][index, None], state[1][index, None]), mask, self.config.cell_clip,
+                self.config.proj_clip, directions=slice(0, 1))
+            if self.config.use_skip_connections and index > 0:
+                outputs = outputs + inputs
+            hidden.append(last_hidden[0])
+            cell.append(last_cell[0])
+            inputs = outputs
+        self.last_implementation = "exact"
+        return inputs[0] * mask[..., None], (torch.stack(hidden), torch.stack(cell))

@@ -3,7 +3,8 @@
 Character ids -> embedding -> one convolution per width, max over character positions, activation ->
 highway layers -> linear projection, exactly as bilm-tf. Two exact savings over running this on every row of
 the [batch, seq, 50] input (as AllenNLP does): each distinct token is encoded once (padding tokens never), and
-the character axis is cut to what the longest token needs (see `trim_padding_characters`).
+the convolutions run on tokens grouped by length, each group's character axis cut to what its longest token
+needs (see `trim_padding_characters`).
 """
 import torch
 from torch import nn
@@ -28,6 +29,12 @@ class HfcmElmoHighway(nn.Module):
         return gate * torch.relu(self.transform(inputs)) + (1 - gate) * inputs
 
 
+def characters_used(char_rows):
+    """Per row of `char_rows` [N, C]: the position just after its last non-padding character (0 for none)."""
+    positions = torch.arange(1, char_rows.shape[1] + 1, device=char_rows.device)
+    return ((char_rows != CHAR_PADDING) * positions).amax(-1)
+
+
 def trim_padding_characters(char_rows, widest_filter):
     """`char_rows` [N, C] cut to min(C, L + widest_filter) columns, L = the longest row's last non-padding position.
 
@@ -36,8 +43,7 @@ def trim_padding_characters(char_rows, widest_filter):
     it keeps at least one such all-padding window for every width, and the max over positions sees exactly the
     same set of values. When L + widest_filter >= C (e.g. a token of 48 bytes) nothing is cut.
     """
-    positions = torch.arange(1, char_rows.shape[1] + 1, device=char_rows.device)
-    longest = int(((char_rows != CHAR_PADDING) * positions).amax()) if char_rows.numel() else 0
+    longest = int(characters_used(char_rows).amax()) if char_rows.numel() else 0
     return char_rows[:, : min(char_rows.shape[1], longest + widest_filter)]
 
 
@@ -60,15 +66,31 @@ class HfcmElmoCharacterEncoder(nn.Module):
         self.projection.hfcm_init = "char_projection"
         self.widest_filter = max(width for width, _ in config.char_filters)
 
-    def encode(self, char_rows):
-        """The representation of every row of `char_rows` [N, chars], as bilm-tf computes it (no shortcuts)."""
+    def convolve(self, char_rows):
+        """The character CNN's features [N, num_char_filters] of every row of `char_rows` [N, chars]."""
         embedded = self.char_embedding(char_rows).transpose(1, 2)  # [N, char_embedding_size, chars]
         # bilm-tf: max over positions, then the activation.
         features = torch.cat([convolution(embedded).amax(-1) for convolution in self.convolutions], dim=-1)
-        features = self.activation(features)
+        return self.activation(features)
+
+    def convolve_by_length(self, char_rows):
+        """`convolve`, with the rows grouped by length and each group cut to what its longest row needs: short
+        words no longer pay for the longest word's characters (exact, see `trim_padding_characters`)."""
+        lengths = characters_used(char_rows)
+        groups = [(lengths == length).nonzero().squeeze(1) for length in lengths.unique().tolist()]
+        features = torch.cat([self.convolve(trim_padding_characters(char_rows[rows], self.widest_filter))
+                              for rows in groups])
+        return features[torch.cat(groups).argsort()]  # back to the order of `char_rows`
+
+    def project(self, features):
+        """Highway layers and the projection: character CNN features [N, num_char_filters] -> [N, hidden_size]."""
         for highway in self.highways:
             features = highway(features)
         return self.projection(features)
+
+    def encode(self, char_rows):
+        """The representation of every row of `char_rows` [N, chars], as bilm-tf computes it (no shortcuts)."""
+        return self.project(self.convolve(char_rows))
 
     def forward(self, char_ids, mask):
         """`char_ids` [batch, seq, chars]; `mask` [batch, seq] (bool) marks the real tokens."""
@@ -77,5 +99,5 @@ class HfcmElmoCharacterEncoder(nn.Module):
         if tokens.shape[0] == 0:
             return self.projection.weight.new_zeros(output_shape)
         distinct, index = torch.unique(tokens, dim=0, return_inverse=True)
-        encoded = self.encode(trim_padding_characters(distinct, self.widest_filter))
+        encoded = self.project(self.convolve_by_length(distinct))
         return encoded.new_zeros(output_shape).index_put((mask,), encoded[index])

@@ -122,6 +122,12 @@ class HfcmElmoConfig(PretrainedConfig):
                                  "count >= 1.")
 
     @property
+    def layer_types(self):
+        """What a generation cache keeps per biLSTM layer: a recurrent state, no per-token keys and values (so
+        `DynamicCache(config=...)` builds transformers' "linear_attention" layers, as for Mamba)."""
+        return ["linear_attention"] * self.num_hidden_layers
+
+    @property
     def num_char_filters(self):
         """Width of the character CNN's output (the highway layers' size)."""
         return sum(count for _, count in self.char_filters)

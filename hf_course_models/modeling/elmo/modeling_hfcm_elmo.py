@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoTokenizer, DynamicCache, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.loss.loss_utils import ForSequenceClassificationLoss
-from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
@@ -143,6 +143,10 @@ class HfcmElmoPreTrainedModel(PreTrainedModel):
 
 class HfcmElmoModel(HfcmElmoPreTrainedModel):
     """The biLM and its scalar mixes: character ids in, the layer stack and the mixed representations out."""
+
+    # Loaded from a pre-trained biLM, the softmax is not needed and the mixes start as plain averages (s_j equal, γ 1).
+    _keys_to_ignore_on_load_unexpected = [r"^softmax\."]
+    _keys_to_ignore_on_load_missing = [r"^scalar_mixes\."]
 
     def __init__(self, config, add_scalar_mixes=True):
         super().__init__(config)
@@ -329,6 +333,113 @@ class HfcmElmoForBidirectionalLM(HfcmElmoPreTrainedModel):
         )
 
 
+class HfcmElmoForCausalLM(HfcmElmoPreTrainedModel, GenerationMixin):
+    """The forward LM of the biLM on its own, for `generate`: a `HfcmElmoForBidirectionalLM` checkpoint loads as it
+    is (same parameters; the backward LSTM's weights are loaded and never run).
+
+    ELMo reads characters, so every word fed back needs its character ids: they come from `char_ids` where given
+    (a prompt as the tokenizer encodes it, unknown words keeping their characters) and otherwise from the
+    vocabulary table `word_char_ids` [vocab_size, max_characters_per_token], a non-persistent buffer filled from
+    the tokenizer (`from_pretrained` does it when the directory holds an ELMo tokenizer; else call
+    `set_vocabulary_char_ids(tokenizer.vocabulary_char_ids())`). The cache holds each layer's forward-LSTM state
+    (h, c), so a generated word costs one character-CNN pass and one LSTM step. Padding may be on the left (the
+    state is carried through it); `labels` give the forward LM's next-word loss.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.elmo = HfcmElmoModel(config, add_scalar_mixes=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.softmax = nn.Linear(config.hidden_size, config.vocab_size)
+        self.softmax.hfcm_init = "softmax"
+        self.register_buffer("word_char_ids", torch.zeros(0, config.max_characters_per_token, dtype=torch.long),
+                             persistent=False)
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path,
+                                                      trust_remote_code=kwargs.get("trust_remote_code"))
+        except (OSError, ValueError):
+            return loaded  # no tokenizer there: the table is set by the caller
+        if hasattr(tokenizer, "vocabulary_char_ids"):
+            model.set_vocabulary_char_ids(tokenizer.vocabulary_char_ids())
+        return loaded
+
+    def set_vocabulary_char_ids(self, table):
+        """Fill the id -> character ids table (`HfcmElmoTokenizer.vocabulary_char_ids()`)."""
+        table = torch.as_tensor(table, dtype=torch.long, device=self.softmax.weight.device)
+        expected = [self.config.vocab_size, self.config.max_characters_per_token]
+        if list(table.shape) != expected:
+            raise ValueError(f"The vocabulary's character table has shape {list(table.shape)}, the model needs "
+                             f"{expected} (vocab_size x max_characters_per_token): use the tokenizer the model was "
+                             "trained with.")
+        self.word_char_ids = table
+
+    def get_output_embeddings(self):
+        return self.softmax
+
+    def set_output_embeddings(self, new_embeddings):
+        self.softmax = new_embeddings
+
+    def word_characters(self, input_ids):
+        """Character ids [B, T, max_characters_per_token] of word ids [B, T], from the vocabulary table."""
+        if self.word_char_ids.shape[0] == 0:
+            raise ValueError("This model has no vocabulary table to turn word ids into characters: pass char_ids, or "
+                             "call model.set_vocabulary_char_ids(tokenizer.vocabulary_char_ids()) first.")
+        return self.word_char_ids[input_ids]
+
+    def prepare_inputs_for_generation(self, input_ids, char_ids=None, **kwargs):
+        """A prompt's own `char_ids` serve its positions; generated words are read through the table."""
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        if char_ids is not None:
+            all_char_ids = torch.cat([char_ids, self.word_characters(input_ids[:, char_ids.shape[1]:])], dim=1)
+            inputs["char_ids"] = all_char_ids[:, -inputs["input_ids"].shape[1]:]
+        return inputs
+
+    def _read_state(self, cache, batch_size):
+        """The forward LSTM's (h [layers, B, P], c [layers, B, H]) after the tokens the cache has seen (zeros at
+        first). A cache layer keeps [h; c] as one recurrent state."""
+        if cache is None or not all(layer.is_recurrent_states_initialized[0] for layer in cache.layers):
+            hidden, cell = self.elmo.lstm.initial_state(batch_size)
+            return hidden[:, 0], cell[:, 0]
+        saved = torch.stack([layer.recurrent_states[0] for layer in cache.layers])
+        return saved.split([self.config.hidden_size, self.config.intermediate_size], dim=-1)
+
+    @can_return_tuple
+    def forward(self, input_ids=None, char_ids=None, attention_mask=None, cache=None, use_cache=None, labels=None,
+                logits_to_keep=0, **kwargs):
+        """`attention_mask` may cover earlier tokens too (generate passes the whole text's): its last T columns are
+        this call's."""
+        if char_ids is None:
+            if input_ids is None:
+                raise ValueError("Pass input_ids (word ids) or char_ids.")
+            char_ids = self.word_characters(input_ids)
+        steps = char_ids.shape[1]
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] > steps:
+            attention_mask = attention_mask[:, -steps:]
+        self.elmo._check_inputs(input_ids, char_ids, attention_mask, None)
+        mask = attention_mask.bool() if attention_mask is not None else (char_ids != 0).any(-1)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        tokens = self.elmo.token_embedder(char_ids, mask)
+        top, (hidden, cell) = self.elmo.lstm.forward_lm(tokens, mask, self._read_state(cache, char_ids.shape[0]))
+        if use_cache:
+            for index in range(self.config.num_hidden_layers):
+                cache.update_recurrent_state(torch.cat([hidden[index], cell[index]], dim=-1), index)
+        top = self.dropout(top)
+        logits = self.softmax(top[:, -logits_to_keep:] if logits_to_keep else top)
+        loss = None
+        if labels is not None:
+            targets = shifted_targets(labels, mask, 1)
+            full_logits = logits if logits.shape[1] == steps else self.softmax(top)
+            loss = F.cross_entropy(full_logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
+
+
 class _HfcmElmoTaskModel(HfcmElmoPreTrainedModel):
     """A task head on the first scalar mix. With `config.freeze_bilm` (the paper's feature-based use) the biLM's
     weights get no gradients and it stays in eval mode (no dropout) even in training; the mix is learned.
@@ -391,6 +502,7 @@ __all__ = [
     "HfcmElmoModel",
     "HfcmElmoPreTrainedModel",
     "HfcmElmoForBidirectionalLM",
+    "HfcmElmoForCausalLM",
     "HfcmElmoForSequenceClassification",
     "HfcmElmoForTokenClassification",
 ]
