@@ -110,7 +110,7 @@ def matmul_gflops(size, dtype, calls):
 
 def measure_machine(args):
     """Best-of-n matmul GFLOP/s and read bandwidth, with the threads the benchmark uses."""
-    fp32 = matmul_gflops(args.fp32_matmul_size, torch.float32, calls=5)
+    fp32 = matmul_gflops(args.fp32_matmul_size, torch.float32, calls=10)
     # Without native bf16 instructions bf16 matmuls are emulated and get slower as they grow (cache misses):
     # the peak is the best of a few sizes.
     bf16_by_size = {size: matmul_gflops(size, torch.bfloat16, calls=3) for size in args.bf16_matmul_sizes}

@@ -286,8 +286,8 @@ def test_state_dicts_map_exactly_both_ways_also_from_saved_files(tmp_path):
         assert "lm_head.weight" not in saved
         ours = hf_course_models.HfcmGptForCausalLM(ours_config)
         ours.load_state_dict(state_dict_from_transformers(saved, config), strict=True)
-        conv1d_weight = saved["transformer.h.1.attn.c_attn.weight"]  # (in, out): ours is its transpose
-        assert torch.equal(ours.transformer.layers[1].attention.qkv.weight, conv1d_weight.T)
+        conv1d_weight = saved["transformer.h.1.attn.c_attn.weight"]  # (in, out), the layout ours stores too
+        assert torch.equal(ours.transformer.layers[1].attention.qkv.weight, conv1d_weight)
 
 
 BLOCKED_IMPORT = textwrap.dedent("""

@@ -97,10 +97,12 @@ def test_greedy_with_cache_equals_greedy_without_cache_for_120_tokens(layer_norm
     assert len(set(with_cache[0, 8:].tolist())) >= 3  # not one token repeated
 
 
+# Unpadded rows take the decode step's shortcuts: no mask is built for an all-ones attention mask.
+@pytest.mark.parametrize("lengths", [(30, 24, 27), (30, 30, 30)], ids=["left-padded", "unpadded"])
 @pytest.mark.parametrize("layer_norm_position", ["pre", "post"])
-def test_incremental_logits_with_cache_equal_full_sequence_logits(layer_norm_position):
+def test_incremental_logits_with_cache_equal_full_sequence_logits(layer_norm_position, lengths):
     model = random_model(layer_norm_position, noise=0.1)  # logits of std ~0.7
-    sequences = prompts(lengths=(30, 24, 27))
+    sequences = prompts(lengths=lengths)
     input_ids, attention_mask = left_padded(sequences)
     prefill = 10
     with torch.no_grad():

@@ -374,17 +374,17 @@ def reference_block(block, x, pre_norm):
     heads, head_dim = attention.num_heads, attention.head_dim
 
     def attend(h):
-        q, k, v = F.linear(h, attention.qkv.weight, attention.qkv.bias).split(hidden, dim=-1)
+        q, k, v = (h @ attention.qkv.weight + attention.qkv.bias).split(hidden, dim=-1)
         q, k, v = (t.view(batch, length, heads, head_dim).transpose(1, 2) for t in (q, k, v))
         scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim)
         scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
         context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, length, hidden)
-        return F.linear(context, attention.out.weight, attention.out.bias)
+        return context @ attention.out.weight + attention.out.bias
 
     def mlp(h):
-        inner = F.linear(h, block.mlp.intermediate.weight, block.mlp.intermediate.bias)
+        inner = h @ block.mlp.intermediate.weight + block.mlp.intermediate.bias
         inner = 0.5 * inner * (1 + torch.tanh(math.sqrt(2 / math.pi) * (inner + 0.044715 * inner**3)))
-        return F.linear(inner, block.mlp.output.weight, block.mlp.output.bias)
+        return inner @ block.mlp.output.weight + block.mlp.output.bias
 
     def norm(h, layer_norm):
         return F.layer_norm(h, (hidden,), layer_norm.weight, layer_norm.bias, layer_norm.eps)

@@ -1,10 +1,10 @@
 """Transformers' GPT-2 and OpenAI-GPT (GPT-1) checkpoints to ours and back, with identical outputs.
 
-The three models hold the same tensors under other names, with one layout difference: transformers' GPT
-classes project with `Conv1D`, whose weight is stored (in_features, out_features), the transpose of the
-`nn.Linear` weight ours uses. GPT-2 is pre-LN with a final LayerNorm (`ln_f`); OpenAI-GPT is post-LN without
-one, so our pre-LN models export to GPT-2's classes and post-LN ones to OpenAI-GPT's. In both libraries the LM
-head is tied to the token embeddings; a saved checkpoint may leave either copy out.
+The three models hold the same tensors, in the same layouts, under other names: our block projections store
+their weights (in_features, out_features) as transformers' `Conv1D` does. GPT-2 is pre-LN with a final LayerNorm
+(`ln_f`); OpenAI-GPT is post-LN without one, so our pre-LN models export to GPT-2's classes and post-LN ones to
+OpenAI-GPT's. In both libraries the LM head is tied to the token embeddings; a saved checkpoint may leave either
+copy out.
 """
 import logging
 
@@ -34,25 +34,25 @@ ARCHITECTURES = {
 # Which family each of our LayerNorm placements exports to.
 FAMILY_OF_LAYER_NORM_POSITION = {"pre": "gpt2", "post": "openai-gpt"}
 
-# (transformers' module, ours, stored as Conv1D). Decoder modules sit under "transformer." in the head models.
+# (transformers' module, ours). Decoder modules sit under "transformer." in the head models.
 DECODER_MODULES = {
-    "gpt2": [("wte", "wte", False), ("wpe", "wpe", False), ("ln_f", "final_norm", False)],
-    "openai-gpt": [("tokens_embed", "wte", False), ("positions_embed", "wpe", False)],
+    "gpt2": [("wte", "wte"), ("wpe", "wpe"), ("ln_f", "final_norm")],
+    "openai-gpt": [("tokens_embed", "wte"), ("positions_embed", "wpe")],
 }
 # Block modules: under "h.{i}." in transformers and "layers.{i}." in ours. ln_1 / ln_2 sit before attention
 # and MLP in GPT-2 and after them in OpenAI-GPT, exactly where our pre-/post-LN blocks use the same norms.
 LAYER_MODULES = [
-    ("ln_1", "attention_norm", False),
-    ("attn.c_attn", "attention.qkv", True),
-    ("attn.c_proj", "attention.out", True),
-    ("ln_2", "mlp_norm", False),
-    ("mlp.c_fc", "mlp.intermediate", True),
-    ("mlp.c_proj", "mlp.output", True),
+    ("ln_1", "attention_norm"),
+    ("attn.c_attn", "attention.qkv"),
+    ("attn.c_proj", "attention.out"),
+    ("ln_2", "mlp_norm"),
+    ("mlp.c_fc", "mlp.intermediate"),
+    ("mlp.c_proj", "mlp.output"),
 ]
 HEAD_MODULES = [
-    ("lm_head", "lm_head", False),
-    ("score", "score", False),
-    ("multiple_choice_head.summary", "multiple_choice_head", False),
+    ("lm_head", "lm_head"),
+    ("score", "score"),
+    ("multiple_choice_head.summary", "multiple_choice_head"),
 ]
 # Buffers that transformers' GPT classes (or older checkpoints of them) carry: causal masks and position
 # ids, which ours computes.
@@ -94,12 +94,11 @@ def _family(config):
 
 
 def _tensor_pairs(family, num_layers, prefix):
-    """(transformers key, our key, transpose) for every weight and bias the family can have."""
-    layers = [(f"h.{i}.{theirs}", f"layers.{i}.{ours}", conv)
-              for i in range(num_layers) for theirs, ours, conv in LAYER_MODULES]
-    modules = [(prefix + theirs, prefix + ours, conv) for theirs, ours, conv in DECODER_MODULES[family] + layers]
-    return [(f"{theirs}.{name}", f"{ours}.{name}", conv and name == "weight")
-            for theirs, ours, conv in modules + HEAD_MODULES for name in ("weight", "bias")]
+    """(transformers key, our key) for every weight and bias the family can have."""
+    layers = [(f"h.{i}.{theirs}", f"layers.{i}.{ours}") for i in range(num_layers) for theirs, ours in LAYER_MODULES]
+    modules = [(prefix + theirs, prefix + ours) for theirs, ours in DECODER_MODULES[family] + layers]
+    return [(f"{theirs}.{name}", f"{ours}.{name}") for theirs, ours in modules + HEAD_MODULES
+            for name in ("weight", "bias")]
 
 
 def _decoder_prefix(state_dict):
@@ -133,10 +132,9 @@ def state_dict_from_transformers(state_dict, config):
     prefix = _decoder_prefix(state_dict)
     state_dict = _with_tied_head(state_dict, prefix + DECODER_MODULES[family][0][0] + ".weight", config)
     converted = {}
-    for theirs, ours, transpose in _tensor_pairs(family, config.num_hidden_layers, prefix):
+    for theirs, ours in _tensor_pairs(family, config.num_hidden_layers, prefix):
         if theirs in state_dict:
-            tensor = state_dict.pop(theirs)
-            converted[ours] = tensor.t().contiguous() if transpose else tensor
+            converted[ours] = state_dict.pop(theirs)
     _refuse_leftovers(state_dict, "hf_course_models' GPT")
     return converted
 
@@ -147,10 +145,9 @@ def state_dict_to_transformers(state_dict, config):
     prefix = _decoder_prefix(state_dict)
     state_dict = _with_tied_head(state_dict, prefix + "wte.weight", config)
     converted = {}
-    for theirs, ours, transpose in _tensor_pairs(family, config.num_hidden_layers, prefix):
+    for theirs, ours in _tensor_pairs(family, config.num_hidden_layers, prefix):
         if ours in state_dict:
-            tensor = state_dict.pop(ours)
-            converted[theirs] = tensor.t().contiguous() if transpose else tensor
+            converted[theirs] = state_dict.pop(ours)
     _refuse_leftovers(state_dict, f"transformers' {family}")
     return converted
 
