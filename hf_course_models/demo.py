@@ -40,8 +40,9 @@ MODELS = (
 )
 FILL_MASK_PROMPTS = ("Shall I compare thee to a summer's [MASK]?", "床前明月光，疑是地上[MASK]。")
 GENERATION_PROMPTS = ("When in the chronicle of", "春眠不觉晓，")
-FEATURE_SENTENCES = (("The summer day is fair", "Thy eternal summer shall not fade"),
-                     ("明月照高楼", "举头望明月"))
+# (sentence, sentence, a word both contain): ELMo gives that word a different vector in each context
+FEATURE_SENTENCES = (("The summer day is fair", "Thy eternal summer shall not fade", "summer"),
+                     ("明月照高楼", "举头望明月", "月"))
 
 
 def train_tokenizer(family: str, files: list[str], vocab_size: int, seq_len: int):
@@ -70,14 +71,19 @@ def show_generation(model_dir: str, seed: int) -> None:
 
 
 def show_features(model_dir: str) -> None:
-    """ELMo vectors depend on context: the same word gets different vectors in different sentences."""
-    extractor = pipeline("feature-extraction", model=AutoModel.from_pretrained(model_dir),
-                         tokenizer=AutoTokenizer.from_pretrained(model_dir))
-    for first, second in FEATURE_SENTENCES:
-        vectors = [torch.tensor(extractor(sentence))[0] for sentence in (first, second)]
-        print(f"  {first!r}: {tuple(vectors[0].shape)} vectors; {second!r}: {tuple(vectors[1].shape)}")
-        similarity = torch.nn.functional.cosine_similarity(vectors[0].mean(0), vectors[1].mean(0), dim=0)
-        print(f"    cosine similarity of the sentence means: {similarity:.3f}")
+    """ELMo's vectors depend on context: the same word gets a different vector in each sentence (a context-free
+    embedding would give cosine similarity 1)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    extractor = pipeline("feature-extraction", model=AutoModel.from_pretrained(model_dir), tokenizer=tokenizer)
+    for first, second, word in FEATURE_SENTENCES:
+        vectors = []
+        for sentence in (first, second):
+            features = torch.tensor(extractor(sentence))[0]  # [tokens incl. <S> and </S>, 2 x hidden]
+            tokens = tokenizer.convert_ids_to_tokens(tokenizer(sentence)["input_ids"])
+            vectors.append(features[tokens.index(word)])
+        similarity = torch.nn.functional.cosine_similarity(vectors[0], vectors[1], dim=0)
+        print(f"  {word!r} in {first!r} and in {second!r}: {vectors[0].numel()}-dim vectors, "
+              f"cosine similarity {similarity:.3f}")
 
 
 SHOW = {"bert": lambda directory, seed: show_fill_mask(directory),

@@ -31,7 +31,7 @@ def test_demo_shows_every_family_in_english_and_chinese(demo_run):
         assert f"=== {family}" in printed
     for prompt in FILL_MASK_PROMPTS + GENERATION_PROMPTS:
         assert prompt in printed, prompt
-    assert "cosine similarity" in printed
+    assert "cosine similarity" in printed and "'summer' in" in printed
     assert "Demo finished" in printed
 
 

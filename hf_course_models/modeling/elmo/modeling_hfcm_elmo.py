@@ -365,6 +365,8 @@ class HfcmElmoForCausalLM(HfcmElmoPreTrainedModel, GenerationMixin):
                                                       trust_remote_code=kwargs.get("trust_remote_code"))
         except (OSError, ValueError):
             return loaded  # no tokenizer there: the table is set by the caller
+        if len(tokenizer) <= len(tokenizer.all_special_tokens):
+            return loaded  # only the config there: AutoTokenizer built an empty vocabulary from it
         if hasattr(tokenizer, "vocabulary_char_ids"):
             model.set_vocabulary_char_ids(tokenizer.vocabulary_char_ids())
         return loaded
