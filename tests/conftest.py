@@ -22,6 +22,9 @@ Subprocesses started by a test inherit the environment variables set here, so th
 import pytest
 from hub_server import HubServer  # tests/ is on sys.path: pytest puts a rootdir conftest's folder there
 
+from hf_course_models.corpora import corpus_files
+from hf_course_models.tokenization.bpe import train_bpe_tokenizer
+
 
 @pytest.fixture(scope="session")
 def hub_server(tmp_path_factory):
@@ -74,3 +77,20 @@ def hub_env(hub_server, tmp_path, monkeypatch):
     monkeypatch.setattr(transformers.utils.hub, "HF_MODULES_CACHE", str(modules))
     monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(modules))
     return hub_server
+
+
+@pytest.fixture(scope="session")
+def verse_corpus(tmp_path_factory):
+    """About 20 kB of English verse (the embedded corpus's first file), documents kept whole: short training runs."""
+    text = open(corpus_files()[0], encoding="utf-8").read()
+    path = tmp_path_factory.mktemp("verse") / "verse.txt"
+    path.write_text(text[: text.index("\n\n", 20_000)] + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def verse_bpe_dir(verse_corpus, tmp_path_factory):
+    """A 400-token byte-level BPE tokenizer trained on `verse_corpus`, saved in a directory."""
+    path = tmp_path_factory.mktemp("verse_bpe")
+    train_bpe_tokenizer([verse_corpus], vocab_size=400).save_pretrained(path)
+    return str(path)

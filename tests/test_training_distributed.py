@@ -6,12 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_course_models.corpora import corpus_files
-from hf_course_models.tokenization.bpe import train_bpe_tokenizer
 from hf_course_models.training import TrainingArguments
 from hf_course_models.training.pretrain import pretrain
 
@@ -24,32 +21,17 @@ STEPS = 4
 LEARNING_RATE = 2e-4
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    text = open(corpus_files()[0], encoding="utf-8").read()
-    path = tmp_path_factory.mktemp("corpus") / "verse.txt"
-    path.write_text(text[: text.index("\n\n", 20_000)] + "\n", encoding="utf-8")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def bpe_dir(corpus, tmp_path_factory):
-    path = tmp_path_factory.mktemp("bpe")
-    train_bpe_tokenizer([corpus], vocab_size=400).save_pretrained(path)
-    return str(path)
-
-
 def loss_records(out):
     return [json.loads(line) for line in open(out / "metrics.jsonl") if '"loss"' in line]
 
 
-def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path, bpe_dir, corpus):
+def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path, verse_bpe_dir, verse_corpus):
     two, logs = tmp_path / "two", tmp_path / "logs"
     overrides = [f"{name}={value}" for name, value in NO_DROPOUT.items()]
     # torchrun is `python -m torch.distributed.run`; --standalone picks a free port
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "--log-dir", str(logs), "--redirects", "3",
-               "-m", "hf_course_models", "pretrain", "gpt", "--tokenizer", bpe_dir, "--files", corpus,
+               "-m", "hf_course_models", "pretrain", "gpt", "--tokenizer", verse_bpe_dir, "--files", verse_corpus,
                "--preset", "tiny", "--seq-len", "32", "--out", str(two), "--batch-size", "2",
                "--max-steps", str(STEPS), "--learning-rate", str(LEARNING_RATE), "--logging-steps", "1",
                "--save-steps", "3", "--config-overrides", *overrides]
@@ -75,10 +57,9 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path, bp
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun process: the thread count changes the rounding
     try:
-        pretrain("gpt", bpe_dir, [corpus], "tiny", TrainingArguments(str(one), batch_size=4, max_steps=STEPS,
-                                                                     learning_rate=LEARNING_RATE, logging_steps=1,
-                                                                     save_steps=3),
-                 seq_len=32, **NO_DROPOUT)
+        arguments = TrainingArguments(str(one), batch_size=4, max_steps=STEPS, learning_rate=LEARNING_RATE,
+                                      logging_steps=1, save_steps=3)
+        pretrain("gpt", verse_bpe_dir, [verse_corpus], "tiny", arguments, seq_len=32, **NO_DROPOUT)
     finally:
         torch.set_num_threads(threads)
     loss_delta = max(abs(a["loss"] - b["loss"]) for a, b in zip(loss_records(one), loss_records(two)))

@@ -2,24 +2,11 @@
 and a Hub that refuses the pushes never stops training or costs a local file."""
 import os
 
-import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 from transformers import AutoModelForCausalLM
 
 from hf_course_models.cli import main as hfcm
-from hf_course_models.corpora import corpus_files
-from hf_course_models.tokenization.bpe import train_bpe_tokenizer
-
-
-@pytest.fixture(scope="module")
-def corpus_and_tokenizer(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pretrain_hub")
-    text = open(corpus_files()[0], encoding="utf-8").read()
-    corpus = root / "verse.txt"
-    corpus.write_text(text[: text.index("\n\n", 20_000)] + "\n", encoding="utf-8")
-    train_bpe_tokenizer([str(corpus)], vocab_size=400).save_pretrained(root / "bpe")
-    return str(corpus), str(root / "bpe")
 
 
 def pretrain_command(corpus, tokenizer, out, repo_id):
@@ -28,10 +15,9 @@ def pretrain_command(corpus, tokenizer, out, repo_id):
             "--push-to-hub", repo_id]
 
 
-def test_checkpoints_and_final_model_are_pushed(corpus_and_tokenizer, hub_env, hub_server, tmp_path):
-    corpus, tokenizer = corpus_and_tokenizer
+def test_checkpoints_and_final_model_are_pushed(verse_corpus, verse_bpe_dir, hub_env, hub_server, tmp_path):
     repo_id = "tester/pretrain-gpt"
-    assert hfcm(pretrain_command(corpus, tokenizer, tmp_path / "run", repo_id)) == 0
+    assert hfcm(pretrain_command(verse_corpus, verse_bpe_dir, tmp_path / "run", repo_id)) == 0
 
     api = HfApi(token=hub_server.token)
     messages = [commit.title for commit in api.list_repo_commits(repo_id)]
@@ -51,12 +37,11 @@ def test_checkpoints_and_final_model_are_pushed(corpus_and_tokenizer, hub_env, h
     assert hub_server.token not in card.content
 
 
-def test_a_refused_push_is_reported_and_training_finishes_with_its_files(corpus_and_tokenizer, hub_env, hub_server,
-                                                                         tmp_path, monkeypatch, capsys):
-    corpus, tokenizer = corpus_and_tokenizer
+def test_a_refused_push_is_reported_and_training_finishes_with_its_files(verse_corpus, verse_bpe_dir, hub_env,
+                                                                         hub_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", hub_server.other_token)  # "intruder" may not write to tester's namespace
     out = tmp_path / "run"
-    assert hfcm(pretrain_command(corpus, tokenizer, out, "tester/not-yours")) == 0
+    assert hfcm(pretrain_command(verse_corpus, verse_bpe_dir, out, "tester/not-yours")) == 0
 
     printed = capsys.readouterr()
     assert "Pushing to tester/not-yours failed" in printed.out + printed.err

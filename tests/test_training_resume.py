@@ -12,8 +12,6 @@ import pytest
 from safetensors.torch import load_file
 
 from hf_course_models.cli import main as hfcm
-from hf_course_models.corpora import corpus_files
-from hf_course_models.tokenization.bpe import train_bpe_tokenizer
 from hf_course_models.training import TrainingArguments
 from hf_course_models.training.checkpoints import checkpoint_dirs, latest_checkpoint
 from hf_course_models.training.pretrain import pretrain
@@ -21,21 +19,6 @@ from hf_course_models.training.pretrain import pretrain
 REPO = Path(__file__).resolve().parents[1]
 # GPT tiny with its default dropout (0.1): resuming must restore the RNG states too, not only the weights
 SETTINGS = dict(max_steps=10, batch_size=4, save_steps=2, save_total_limit=2, logging_steps=1)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    text = open(corpus_files()[0], encoding="utf-8").read()
-    path = tmp_path_factory.mktemp("corpus") / "verse.txt"
-    path.write_text(text[: text.index("\n\n", 20_000)] + "\n", encoding="utf-8")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def bpe_dir(corpus, tmp_path_factory):
-    path = tmp_path_factory.mktemp("bpe")
-    train_bpe_tokenizer([corpus], vocab_size=400).save_pretrained(path)
-    return str(path)
 
 
 def run_gpt(out, bpe_dir, corpus, resume=False):
@@ -74,10 +57,10 @@ def loss_records(out):
     return [json.loads(line) for line in open(out / "metrics.jsonl") if '"loss"' in line]
 
 
-def test_a_run_killed_mid_save_resumes_to_the_uninterrupted_result(tmp_path, bpe_dir, corpus):
+def test_a_run_killed_mid_save_resumes_to_the_uninterrupted_result(tmp_path, verse_bpe_dir, verse_corpus):
     killed = tmp_path / "killed"
     with open(tmp_path / "killed.log", "w") as log:
-        process = subprocess.Popen(command_line(killed, bpe_dir, corpus), cwd=REPO, stdout=log, stderr=log)
+        process = subprocess.Popen(command_line(killed, verse_bpe_dir, verse_corpus), cwd=REPO, stdout=log, stderr=log)
         unfinished = kill_in_the_middle_of_a_save(process, killed)
     assert process.returncode == -signal.SIGKILL and unfinished.exists()
     assert not (killed / "model.safetensors").exists()  # it did not get to the end
@@ -87,8 +70,8 @@ def test_a_run_killed_mid_save_resumes_to_the_uninterrupted_result(tmp_path, bpe
     assert latest.name == f"checkpoint-{unfinished_step - 2}"
     assert (latest / "position.json").exists() and (latest / "model" / "model.safetensors").exists()
 
-    resumed = run_gpt(killed, bpe_dir, corpus, resume=True)
-    uninterrupted = run_gpt(tmp_path / "uninterrupted", bpe_dir, corpus)
+    resumed = run_gpt(killed, verse_bpe_dir, verse_corpus, resume=True)
+    uninterrupted = run_gpt(tmp_path / "uninterrupted", verse_bpe_dir, verse_corpus)
     assert resumed["steps"] == uninterrupted["steps"] == 10 and resumed["steps_this_run"] == 10 - (unfinished_step - 2)
     assert abs(resumed["train_loss"] - uninterrupted["train_loss"]) <= 1e-6, (resumed, uninterrupted)
     reference = load_file(tmp_path / "uninterrupted" / "model.safetensors")
@@ -106,15 +89,17 @@ def test_a_run_killed_mid_save_resumes_to_the_uninterrupted_result(tmp_path, bpe
     assert [Path(path).name for path in checkpoint_dirs(str(killed))] == ["checkpoint-6", "checkpoint-8"]
 
 
-def test_resume_needs_a_checkpoint_and_a_new_run_needs_a_clean_directory(tmp_path, bpe_dir, corpus, capsys):
+def test_resume_needs_a_checkpoint_and_a_new_run_needs_a_clean_directory(tmp_path, verse_bpe_dir, verse_corpus,
+                                                                       capsys):
     empty = tmp_path / "empty"
     with pytest.raises(ValueError, match="no complete checkpoint"):
-        run_gpt(empty, bpe_dir, corpus, resume=True)
-    code = hfcm(["pretrain", "gpt", "--tokenizer", bpe_dir, "--files", corpus, "--out", str(empty), "--resume"])
+        run_gpt(empty, verse_bpe_dir, verse_corpus, resume=True)
+    code = hfcm(["pretrain", "gpt", "--tokenizer", verse_bpe_dir, "--files", verse_corpus, "--out", str(empty),
+                 "--resume"])
     assert code == 2 and "no complete checkpoint" in capsys.readouterr().err
     assert not empty.exists()  # no silent fresh start
 
     earlier = tmp_path / "earlier"
     (earlier / "checkpoint-4").mkdir(parents=True)
     with pytest.raises(ValueError, match="pass --resume"):
-        run_gpt(earlier, bpe_dir, corpus)
+        run_gpt(earlier, verse_bpe_dir, verse_corpus)
