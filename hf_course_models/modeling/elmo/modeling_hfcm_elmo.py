@@ -268,7 +268,25 @@ def shifted_targets(labels, mask, shift):
     return targets
 
 
-class HfcmElmoForBidirectionalLM(HfcmElmoPreTrainedModel):
+class _HfcmElmoLanguageModel(HfcmElmoPreTrainedModel):
+    """The biLM without scalar mixes and the word softmax over its top layer: what the bidirectional LM and the
+    forward LM share, parameter for parameter, so a checkpoint of one loads as the other."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.elmo = HfcmElmoModel(config, add_scalar_mixes=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.softmax = nn.Linear(config.hidden_size, config.vocab_size)
+        self.softmax.hfcm_init = "softmax"
+
+    def get_output_embeddings(self):
+        return self.softmax
+
+    def set_output_embeddings(self, new_embeddings):
+        self.softmax = new_embeddings
+
+
+class HfcmElmoForBidirectionalLM(_HfcmElmoLanguageModel):
     """bilm-tf's pre-training objective: a forward LM (next word) and a backward LM (previous word) on the top
     layer's two halves, one softmax shared by both directions, loss 0.5 · (forward + backward).
 
@@ -280,17 +298,7 @@ class HfcmElmoForBidirectionalLM(HfcmElmoPreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.elmo = HfcmElmoModel(config, add_scalar_mixes=False)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.softmax = nn.Linear(config.hidden_size, config.vocab_size)
-        self.softmax.hfcm_init = "softmax"
         self.post_init()
-
-    def get_output_embeddings(self):
-        return self.softmax
-
-    def set_output_embeddings(self, new_embeddings):
-        self.softmax = new_embeddings
 
     def _direction_loss(self, states, targets, generator):
         selected = targets != -100
@@ -333,7 +341,7 @@ class HfcmElmoForBidirectionalLM(HfcmElmoPreTrainedModel):
         )
 
 
-class HfcmElmoForCausalLM(HfcmElmoPreTrainedModel, GenerationMixin):
+class HfcmElmoForCausalLM(_HfcmElmoLanguageModel, GenerationMixin):
     """The forward LM of the biLM on its own, for `generate`: a `HfcmElmoForBidirectionalLM` checkpoint loads as it
     is (same parameters; the backward LSTM's weights are loaded and never run).
 
@@ -348,10 +356,6 @@ class HfcmElmoForCausalLM(HfcmElmoPreTrainedModel, GenerationMixin):
 
     def __init__(self, config):
         super().__init__(config)
-        self.elmo = HfcmElmoModel(config, add_scalar_mixes=False)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.softmax = nn.Linear(config.hidden_size, config.vocab_size)
-        self.softmax.hfcm_init = "softmax"
         self.register_buffer("word_char_ids", torch.zeros(0, config.max_characters_per_token, dtype=torch.long),
                              persistent=False)
         self.post_init()
@@ -380,12 +384,6 @@ class HfcmElmoForCausalLM(HfcmElmoPreTrainedModel, GenerationMixin):
                              f"{expected} (vocab_size x max_characters_per_token): use the tokenizer the model was "
                              "trained with.")
         self.word_char_ids = table
-
-    def get_output_embeddings(self):
-        return self.softmax
-
-    def set_output_embeddings(self, new_embeddings):
-        self.softmax = new_embeddings
 
     def word_characters(self, input_ids):
         """Character ids [B, T, max_characters_per_token] of word ids [B, T], from the vocabulary table."""
