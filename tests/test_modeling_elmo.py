@@ -145,31 +145,33 @@ def test_character_encoder_shortcuts_equal_the_plain_computation():
 def plain_convolution_features(encoder, char_rows):
     """bilm-tf's character CNN as it is written: embed, nn.Conv1d per width, max over positions, activation."""
     embedded = encoder.char_embedding(char_rows).transpose(1, 2)
-    return encoder.activation(torch.cat([convolution(embedded).amax(-1) for convolution in encoder.convolutions], -1))
+    return encoder.activation(torch.cat([convolution(embedded).amax(-1) for convolution in encoder.convolutions], -1)).T
+
+
+def convolution_and_gradients(dtype, compute):
+    encoder = random_model().token_embedder.to(dtype)
+    rows = batch_char_ids(SENTENCES).flatten(0, 1)
+    features = compute(encoder, rows[(rows != 0).any(-1)])
+    weights = torch.rand(features.shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    (features * weights).sum().backward()
+    return features.detach(), {name: parameter.grad for name, parameter in encoder.named_parameters()
+                               if parameter.grad is not None}
 
 
 def test_lookup_table_convolution_equals_conv1d_in_values_and_gradients():
-    """The table convolution against nn.Conv1d in float64: values and every gradient within float32 rounding
-    (the plain float32 Conv1d itself is off by up to 4e-6 of the largest gradient here)."""
-    rows = batch_char_ids(SENTENCES).flatten(0, 1)
-    rows = rows[(rows != 0).any(-1)]
-    results = []
-    for dtype, compute in ((torch.float32, lambda encoder: encoder.convolve(rows)),
-                           (torch.float64, lambda encoder: plain_convolution_features(encoder, rows))):
-        encoder = random_model().token_embedder.to(dtype)
-        features = compute(encoder)
-        (features * torch.linspace(-1, 1, features.shape[-1], dtype=dtype)).sum().backward()
-        gradients = {name: parameter.grad.double() for name, parameter in encoder.named_parameters()
-                     if parameter.grad is not None}
-        results.append((features.detach().double(), gradients))
-    (table, table_gradients), (plain, plain_gradients) = results
-    assert max_delta(table, plain) <= 1e-6, max_delta(table, plain)
-    assert table_gradients.keys() == plain_gradients.keys()
-    assert {"char_embedding.weight", "convolutions.0.weight", "convolutions.0.bias"} <= table_gradients.keys()
-    for name, gradient in plain_gradients.items():  # sums of hundreds of terms: compared relative to their size
-        relative = max_delta(table_gradients[name], gradient) / float(gradient.abs().max())
-        assert relative <= 3e-6, (name, relative)
-    assert (table_gradients["char_embedding.weight"][0] == 0).all()  # the padding row (id 0) is never looked up
+    """The same function as nn.Conv1d, gradients included: float64 shows it free of float32 rounding (in float32
+    a near-tie between two windows can put the max, and with it the gradient, at another position)."""
+    table = lambda encoder, rows: encoder.convolve(rows)  # noqa: E731
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        table_features, table_gradients = convolution_and_gradients(dtype, table)
+        plain_features, plain_gradients = convolution_and_gradients(dtype, plain_convolution_features)
+        assert max_delta(table_features, plain_features) <= tolerance, (dtype, max_delta(table_features, plain_features))
+        if dtype == torch.float64:
+            assert table_gradients.keys() == plain_gradients.keys()
+            assert {"char_embedding.weight", "convolutions.0.weight", "convolutions.0.bias"} <= table_gradients.keys()
+            for name, gradient in plain_gradients.items():
+                assert max_delta(table_gradients[name], gradient) <= tolerance * float(gradient.abs().max()), name
+            assert (table_gradients["char_embedding.weight"][0] == 0).all()  # the padding id 0 is never looked up
 
 
 @pytest.mark.parametrize("clip", [None, 1e4])

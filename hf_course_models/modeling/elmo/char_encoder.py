@@ -14,9 +14,15 @@ CHAR_PADDING = 261  # pads a token's characters after its end-of-word marker
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 
+def linear_on_columns(linear, columns):
+    """`linear` applied to each column of `columns` [in, N]: W·columns + b, [out, N]. On our CPUs MKL runs this
+    product of the stored (out, in) weight about 10% faster than nn.Linear's rows · Wᵀ for a few hundred tokens."""
+    return torch.addmm(linear.bias[:, None], linear.weight, columns)
+
+
 class HfcmElmoHighway(nn.Module):
     """bilm-tf's highway layer: y = t·relu(x·W_transform + b_transform) + (1 − t)·x,
-    with t = σ(x·W_carry + b_carry)."""
+    with t = σ(x·W_carry + b_carry); it reads and returns one token per column ([size, N])."""
 
     def __init__(self, size):
         super().__init__()
@@ -25,9 +31,9 @@ class HfcmElmoHighway(nn.Module):
         self.carry.hfcm_init = "highway_carry"
         self.transform.hfcm_init = "highway_transform"
 
-    def forward(self, inputs):
-        gate = torch.sigmoid(self.carry(inputs))
-        return gate * torch.relu(self.transform(inputs)) + (1 - gate) * inputs
+    def forward(self, columns):
+        gate = torch.sigmoid(linear_on_columns(self.carry, columns))
+        return gate * torch.relu(linear_on_columns(self.transform, columns)) + (1 - gate) * columns
 
 
 def characters_used(char_rows):
@@ -68,7 +74,8 @@ class HfcmElmoCharacterEncoder(nn.Module):
         self.widest_filter = max(width for width, _ in config.char_filters)
 
     def convolve(self, char_rows):
-        """The character CNN's features [N, num_char_filters] of every row of `char_rows` [N, chars].
+        """The character CNN's features of every row of `char_rows` [N, chars], one column per row:
+        [num_char_filters, N].
 
         A window's convolution is a sum over its offsets j of W_j · e(c_j), and a character's embedding e(c) takes
         one of only `char_vocab_size` values. So each convolution becomes a table with one row per (character,
@@ -86,14 +93,14 @@ class HfcmElmoCharacterEncoder(nn.Module):
             windows = char_rows.unfold(1, width, 1) * width + torch.arange(width, device=char_rows.device)
             sums = F.embedding_bag(windows.flatten(0, 1), table, mode="sum").view(*windows.shape[:2], -1)
             # bilm-tf: max over positions, then the activation (the bias moves past the max: it is monotonic).
-            features.append(sums.amax(1) + convolution.bias)
-        return self.activation(torch.cat(features, dim=-1))
+            features.append((sums.amax(1) + convolution.bias).T)
+        return self.activation(torch.cat(features))
 
     def project(self, features):
-        """Highway layers and the projection: character CNN features [N, num_char_filters] -> [N, hidden_size]."""
+        """Highway layers and the projection: character CNN features [num_char_filters, N] -> [N, hidden_size]."""
         for highway in self.highways:
             features = highway(features)
-        return self.projection(features)
+        return linear_on_columns(self.projection, features).T
 
     def encode(self, char_rows):
         """The representation of every row of `char_rows` [N, chars] (no distinct-token or trimming shortcuts)."""
