@@ -61,6 +61,7 @@ class HfcmElmoCharacterEncoder(nn.Module):
         super().__init__()
         self.char_embedding = nn.Embedding(config.char_vocab_size, config.char_embedding_size, padding_idx=0)
         self.char_embedding.hfcm_init = "char_embedding"
+        # Conv1d modules hold each width's weights as checkpoints store them; `convolve` computes them as tables.
         self.convolutions = nn.ModuleList(
             nn.Conv1d(config.char_embedding_size, count, width) for width, count in config.char_filters
         )
