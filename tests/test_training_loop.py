@@ -14,8 +14,6 @@ from transformers import AutoModelForCausalLM, AutoModelForPreTraining, AutoToke
 
 import hf_course_models
 from hf_course_models.cli import main as hfcm
-from hf_course_models.corpora import corpus_files
-from hf_course_models.tokenization.bpe import train_bpe_tokenizer
 from hf_course_models.tokenization.elmo_vocab import train_elmo_tokenizer
 from hf_course_models.tokenization.wordpiece import train_wordpiece_tokenizer
 from hf_course_models.training import NonFiniteLossError, TrainingArguments
@@ -24,22 +22,6 @@ from hf_course_models.training.loop import parameter_groups
 from hf_course_models.training.pretrain import pretrain
 
 NO_DROPOUT = dict(hidden_dropout_prob=0, embedding_dropout_prob=0, attention_probs_dropout_prob=0)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Some 30 kB of English verse (the embedded corpus's first file), documents kept whole."""
-    text = open(corpus_files()[0], encoding="utf-8").read()
-    path = tmp_path_factory.mktemp("corpus") / "verse.txt"
-    path.write_text(text[: text.index("\n\n", 30_000)] + "\n", encoding="utf-8")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def bpe_dir(corpus, tmp_path_factory):
-    path = tmp_path_factory.mktemp("bpe")
-    train_bpe_tokenizer([corpus], vocab_size=500).save_pretrained(path)
-    return str(path)
 
 
 def run_gpt(out, bpe_dir, corpus, **training):
@@ -69,9 +51,10 @@ def test_no_weight_decay_on_biases_and_layer_norm_weights():
         assert any("embeddings" in name or "wte" in name for name in decayed_names)  # embeddings are decayed
 
 
-def test_a_run_logs_schedules_plots_summarises_and_saves_a_loadable_model(tmp_path, bpe_dir, corpus, capsys):
+def test_a_run_logs_schedules_plots_summarises_and_saves_a_loadable_model(tmp_path, verse_bpe_dir, verse_corpus,
+                                                                           capsys):
     out = tmp_path / "run"
-    summary = run_gpt(out, bpe_dir, corpus, max_steps=10, warmup_steps=3, logging_steps=2, eval_steps=5)
+    summary = run_gpt(out, verse_bpe_dir, verse_corpus, max_steps=10, warmup_steps=3, logging_steps=2, eval_steps=5)
 
     # linear warm-up to the peak over 3 steps, then linear decay to 0 at step 10 (logged after each step)
     train_records = [record for record in records(out) if "loss" in record]
@@ -104,11 +87,11 @@ def test_a_run_logs_schedules_plots_summarises_and_saves_a_loadable_model(tmp_pa
     assert generated[0]["generated_text"].startswith("Shall I")
 
 
-def test_gradient_accumulation_equals_the_big_batch(tmp_path, bpe_dir, corpus):
+def test_gradient_accumulation_equals_the_big_batch(tmp_path, verse_bpe_dir, verse_corpus):
     # The two sum the same gradients in another order; Adam turns that rounding into updates of up to
     # ~1e-3 x lr on parameters whose true gradient is 0 (the attention's key bias), hence few steps at lr 5e-4.
-    big = run_gpt(tmp_path / "big", bpe_dir, corpus, batch_size=4, grad_accum=1)
-    accumulated = run_gpt(tmp_path / "accumulated", bpe_dir, corpus, batch_size=2, grad_accum=2)
+    big = run_gpt(tmp_path / "big", verse_bpe_dir, verse_corpus, batch_size=4, grad_accum=1)
+    accumulated = run_gpt(tmp_path / "accumulated", verse_bpe_dir, verse_corpus, batch_size=2, grad_accum=2)
     assert big["steps"] == accumulated["steps"] == 4
     losses = [(a["loss"], b["loss"]) for a, b in zip(records(tmp_path / "big"), records(tmp_path / "accumulated"))
               if "loss" in a]
@@ -118,11 +101,11 @@ def test_gradient_accumulation_equals_the_big_batch(tmp_path, bpe_dir, corpus):
     assert delta <= 1e-6, f"max |Δ| = {delta:.2e}"
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, bpe_dir, corpus):
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, verse_bpe_dir, verse_corpus):
     out = tmp_path / "diverged"
     # lr 1e30 without warm-up: the first update sends weights to ±1e30, the next forward overflows to NaN
     with pytest.raises(NonFiniteLossError, match=r"at step 2.*checkpoint-1.* is intact.*lower learning rate"):
-        run_gpt(out, bpe_dir, corpus, learning_rate=1e30, warmup_steps=0, save_steps=1)
+        run_gpt(out, verse_bpe_dir, verse_corpus, learning_rate=1e30, warmup_steps=0, save_steps=1)
     assert latest_checkpoint(str(out)) == str(out / "checkpoint-1")
     assert not (out / "model.safetensors").exists()  # no final model from a diverged run
     saved = AutoModelForCausalLM.from_pretrained(out / "checkpoint-1" / "model")
@@ -131,21 +114,21 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
     assert {"optimizer.bin", "model.safetensors", "random_states_0.pkl"} <= set(os.listdir(out / "checkpoint-1"))
 
 
-def test_fp16_on_cpu_is_refused_with_a_hint_to_use_bf16(tmp_path, bpe_dir, corpus, capsys):
+def test_fp16_on_cpu_is_refused_with_a_hint_to_use_bf16(tmp_path, verse_bpe_dir, verse_corpus, capsys):
     with pytest.raises(ValueError, match="bf16"):
         TrainingArguments(str(tmp_path), mixed_precision="fp16")
-    code = hfcm(["pretrain", "gpt", "--tokenizer", bpe_dir, "--files", corpus, "--out", str(tmp_path / "fp16"),
-                 "--mixed-precision", "fp16"])
+    code = hfcm(["pretrain", "gpt", "--tokenizer", verse_bpe_dir, "--files", verse_corpus,
+                 "--out", str(tmp_path / "fp16"), "--mixed-precision", "fp16"])
     assert code == 2 and "--mixed-precision bf16" in capsys.readouterr().err
     assert not (tmp_path / "fp16").exists()
 
 
 @pytest.mark.parametrize("family, options", [("bert", ["--gradient-checkpointing"]), ("elmo", [])])
-def test_hfcm_pretrain_runs_for(family, options, tmp_path, corpus):
+def test_hfcm_pretrain_runs_for(family, options, tmp_path, verse_corpus):
     tokenizer_dir = tmp_path / "tokenizer"
     train = {"bert": train_wordpiece_tokenizer, "elmo": train_elmo_tokenizer}[family]
-    train([corpus], vocab_size=600).save_pretrained(tokenizer_dir)
-    out, text = tmp_path / "model", open(corpus, encoding="utf-8").read()
+    train([verse_corpus], vocab_size=600).save_pretrained(tokenizer_dir)
+    out, text = tmp_path / "model", open(verse_corpus, encoding="utf-8").read()
     small_corpus = tmp_path / "small.txt"  # a third of the verse: these runs only have to work end to end
     small_corpus.write_text(text[: text.index("\n\n", 10_000)] + "\n", encoding="utf-8")
     code = hfcm(["pretrain", family, "--tokenizer", str(tokenizer_dir), "--files", str(small_corpus),
@@ -161,10 +144,10 @@ def test_hfcm_pretrain_runs_for(family, options, tmp_path, corpus):
     assert json.load(open(out / "summary.json"))["metrics"]  # the family's own evaluation ran
 
 
-def test_bf16_mixed_precision_trains_in_bf16_and_saves_fp32(tmp_path, bpe_dir, corpus):
+def test_bf16_mixed_precision_trains_in_bf16_and_saves_fp32(tmp_path, verse_bpe_dir, verse_corpus):
     # In a fresh process: accelerate fixes the precision once per process.
-    command = ["pretrain", "gpt", "--tokenizer", bpe_dir, "--files", corpus, "--preset", "tiny", "--seq-len", "32",
-               "--max-steps", "2", "--batch-size", "4", "--logging-steps", "1", "--config-overrides",
+    command = ["pretrain", "gpt", "--tokenizer", verse_bpe_dir, "--files", verse_corpus, "--preset", "tiny",
+               "--seq-len", "32", "--max-steps", "2", "--batch-size", "4", "--logging-steps", "1", "--config-overrides",
                *(f"{name}=0" for name in NO_DROPOUT)]
     assert hfcm([*command, "--out", str(tmp_path / "fp32")]) == 0
     subprocess.run([sys.executable, "-m", "hf_course_models", *command, "--out", str(tmp_path / "bf16"),
