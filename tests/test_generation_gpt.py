@@ -13,10 +13,12 @@ import os
 import pytest
 import torch
 import transformers
-from transformers import GPT2Tokenizer, StaticCache
+from transformers import DynamicCache, GPT2Tokenizer, StaticCache
+from transformers.cache_utils import DynamicLayer
 
 from hf_course_models import HfcmGptConfig, HfcmGptForCausalLM
 from hf_course_models.convert.gpt import config_to_transformers, state_dict_to_transformers
+from hf_course_models.modeling.gpt.modeling_hfcm_gpt import HfcmGptCacheLayer, HfcmGptProjection, _lm_logits
 
 VOCAB = 211
 PAD = 0
@@ -156,6 +158,95 @@ def test_compiled_static_cache_decoding_equals_eager(model):
                               use_cache=True).logits
             tokens.append(logits[:, -1].argmax(-1, keepdim=True))
     assert torch.cat([prompt, *tokens], dim=1).tolist() == expected.tolist()
+
+
+def test_generate_writes_keys_and_values_in_place_and_keeps_a_users_cache(model):
+    prompt = prompts(lengths=(6,))[0][None]
+    ours = model.generate(prompt, max_new_tokens=30, do_sample=False, return_dict_in_generate=True)
+    assert all(type(layer) is HfcmGptCacheLayer for layer in ours.cache.layers)
+    assert ours.cache.layers[0]._buffers[0].shape[-2] == 36  # generate's max_length, reserved once
+    users = DynamicCache(config=model.config)
+    theirs = model.generate(prompt, max_new_tokens=30, do_sample=False, cache=users, return_dict_in_generate=True)
+    assert theirs.cache is users and all(type(layer) is DynamicLayer for layer in users.layers)
+    assert ours.sequences.tolist() == theirs.sequences.tolist()
+
+
+def test_cache_layer_holds_what_concatenation_holds_through_growth_crop_and_reordering():
+    generator = torch.Generator().manual_seed(0)
+
+    def states(batch, length):
+        return [torch.randn(batch, 2, length, 4, generator=generator) for _ in "kv"]
+
+    ours, concatenating = HfcmGptCacheLayer(capacity=4), DynamicLayer()
+
+    def update(keys, values):
+        expected = concatenating.update(keys, values)
+        got = ours.update(keys, values)
+        for name, a, b in zip("kv", got, expected):
+            assert torch.equal(a, b), name
+        assert torch.equal(ours.keys, concatenating.keys) and torch.equal(ours.values, concatenating.values)
+
+    update(*states(3, 3))
+    first_buffer = ours._buffers[0]
+    update(*states(3, 1))  # fills the reserved room
+    assert ours._buffers[0] is first_buffer
+    update(*states(3, 5))  # grows: the first 4 positions move to a buffer of 2 x 9
+    assert ours._buffers[0].shape[-2] == 18
+    for layer in (ours, concatenating):
+        layer.crop(-2)
+    grown = ours._buffers[0]
+    update(*states(3, 2))  # written over the cropped positions, in place
+    assert ours._buffers[0] is grown
+    beams = torch.tensor([2, 0, 0])
+    for layer in (ours, concatenating):
+        layer.reorder_cache(beams)
+    update(*states(3, 1))  # reordered keys are copied into new buffers
+    for layer in (ours, concatenating):
+        layer.batch_repeat_interleave(2)
+    update(*states(6, 2))
+    assert ours.get_seq_length() == concatenating.get_seq_length() == 12
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("rows", [1, 3, 8, 9])
+def test_decode_step_products_split_over_threads_equal_one_product(threads, rows):
+    """A few rows are multiplied in one slice of in_features per thread (48 splits evenly over 2 and 3
+    threads, 50 only over 2); more than 8 rows, and slices that do not divide, take one addmm."""
+    torch.manual_seed(rows)
+    for in_features in (48, 50):
+        projection = HfcmGptProjection(in_features, 36)
+        torch.nn.init.normal_(projection.weight)
+        torch.nn.init.normal_(projection.bias)
+        x = torch.randn(rows, 1, in_features, requires_grad=True)
+        expected = x.double() @ projection.weight.double() + projection.bias.double()
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            output = projection(x)
+            output.sum().backward()
+        finally:
+            torch.set_num_threads(previous)
+        assert output.shape == (rows, 1, 36)
+        assert max_abs_diff(output.double(), expected) <= TOLERANCE
+        assert max_abs_diff(x.grad, projection.weight.sum(1).expand(rows, 1, -1)) <= TOLERANCE
+        assert max_abs_diff(projection.bias.grad, torch.full((36,), float(rows))) <= TOLERANCE
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_decode_step_lm_head_split_over_threads_equals_the_linear_head(model, threads, batch):
+    """The vocabulary (211, odd) splits into one block of rows per thread plus the rest; the logits come out with
+    the strides of a fresh (batch, 1, vocab) tensor, whose copies (generate makes three a step) stay fast."""
+    hidden = torch.randn(batch, 1, model.config.hidden_size)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            logits = _lm_logits(hidden, model.lm_head)
+    finally:
+        torch.set_num_threads(previous)
+    assert logits.shape == (batch, 1, VOCAB) and logits.stride() == (VOCAB, VOCAB, 1)
+    assert max_abs_diff(logits, model.lm_head(hidden)) <= TOLERANCE
 
 
 # ---------------------------------------------------------------------------------------------------------

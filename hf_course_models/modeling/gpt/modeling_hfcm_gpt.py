@@ -17,7 +17,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss, fixed_cross_entropy
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -58,12 +58,19 @@ def eager_attention(module, query, key, value, attention_mask, scaling, dropout=
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+def _decode_slices(rows):
+    """Into how many slices to cut a weight for a product with `rows` vectors: one per intra-op thread for a
+    decode step (at most 8 vectors), so that every thread reads a slice; else 1 (a single kernel call)."""
+    return 1 if rows > 8 or torch.compiler.is_compiling() else torch.get_num_threads()
+
+
 class HfcmGptProjection(nn.Module):
     """x·W + b with W stored (in_features, out_features), the layout of GPT-2's `Conv1D`.
 
     A decode step multiplies one vector per sequence by every weight, so it is bound by how fast the weights are
-    read; MKL's fp32 kernels read this layout faster than `nn.Linear`'s (out, in) on the CPUs we measured
-    (benchmarks/README.md, GPT section), and training is as fast either way.
+    read, and MKL runs such a product on one thread. Cut along in_features into one slice per thread, it becomes
+    a batched product that every thread works on: decoding reads the weights about 1.3x faster on our 2-core CPU
+    (benchmarks/README.md, GPT section).
     """
 
     def __init__(self, in_features, out_features):
@@ -72,10 +79,72 @@ class HfcmGptProjection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
 
     def forward(self, x):
-        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+        weight = self.weight
+        rows = x.numel() // weight.shape[0]
+        slices = _decode_slices(rows)
+        if slices == 1 or weight.shape[0] % slices:
+            return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), weight).view(*x.shape[:-1], -1)
+        vectors = x.reshape(slices, 1, -1) if rows == 1 else x.reshape(rows, slices, -1).transpose(0, 1)
+        # Each slice's product gets bias/slices, so the sum over slices adds the bias once.
+        partial = torch.baddbmm(self.bias, vectors, weight.view(slices, -1, weight.shape[1]), beta=1 / slices)
+        return partial.sum(0).view(*x.shape[:-1], -1)
 
     def extra_repr(self):
         return f"in_features={self.weight.shape[0]}, out_features={self.weight.shape[1]}"
+
+
+class HfcmGptCacheLayer(DynamicLayer):
+    """transformers' DynamicLayer, but new keys and values are written into spare room instead of concatenated.
+
+    DynamicLayer copies the whole layer cache at every step, so generating n tokens copies O(n²) values, each
+    copy into freshly allocated memory. Here `keys` and `values` are views of buffers sized for `capacity`
+    tokens (generate knows its max_length) that double when full. Whatever replaces the views (beam search's
+    reordering, batch selection) is copied into a new buffer at the next update, as DynamicLayer would have.
+    """
+
+    def __init__(self, capacity=0):
+        super().__init__()
+        self.capacity = capacity
+        self._buffers = self._views = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start = self.get_seq_length()
+        end = start + key_states.shape[-2]
+        if not self._writes_in_place(end):
+            self._move_to_new_buffers(key_states, start, end)
+        key_buffer, value_buffer = self._buffers
+        key_buffer[..., start:end, :] = key_states
+        value_buffer[..., start:end, :] = value_states
+        self.keys, self.values = self._views = key_buffer[..., :end, :], value_buffer[..., :end, :]
+        return self.keys, self.values
+
+    def _writes_in_place(self, end):
+        """Whether keys and values are still the views this layer made, with room up to `end`."""
+        if self._buffers is None or end > self._buffers[0].shape[-2]:
+            return False
+        return self._views[0] is self.keys and self._views[1] is self.values
+
+    def crop(self, tokens_to_remove):
+        super().crop(tokens_to_remove)
+        if self._views is not None:
+            self._views = (self.keys, self.values)  # still the leading views of the buffers
+
+    def _move_to_new_buffers(self, key_states, start, end):
+        capacity = max(self.capacity, 2 * end)
+        buffers = tuple(key_states.new_empty(*key_states.shape[:2], capacity, key_states.shape[-1]) for _ in "kv")
+        if start:
+            buffers[0][..., :start, :] = self.keys
+            buffers[1][..., :start, :] = self.values
+        self._buffers = buffers
+
+
+def new_dynamic_cache(config, capacity=0):
+    """A DynamicCache whose layers grow in place (HfcmGptCacheLayer), `capacity` tokens reserved at first use."""
+    cache = DynamicCache(config=config)
+    cache.layers = [HfcmGptCacheLayer(capacity) for _ in cache.layers]
+    return cache
 
 
 class HfcmGptAttention(nn.Module):
@@ -145,11 +214,15 @@ class HfcmGptBlock(GradientCheckpointingLayer):
         if self.pre_norm:
             attended, weights = self.attention(self.attention_norm(hidden_states), attention_mask, cache,
                                                output_attentions)
-            hidden_states = hidden_states + self.dropout(attended)
-            return hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states))), weights
+            hidden_states = hidden_states + self.residual_dropout(attended)
+            return hidden_states + self.residual_dropout(self.mlp(self.mlp_norm(hidden_states))), weights
         attended, weights = self.attention(hidden_states, attention_mask, cache, output_attentions)
-        hidden_states = self.attention_norm(hidden_states + self.dropout(attended))
-        return self.mlp_norm(hidden_states + self.dropout(self.mlp(hidden_states))), weights
+        hidden_states = self.attention_norm(hidden_states + self.residual_dropout(attended))
+        return self.mlp_norm(hidden_states + self.residual_dropout(self.mlp(hidden_states))), weights
+
+    def residual_dropout(self, x):
+        # Called only in training: an eval-mode nn.Dropout still costs ~10 µs a call, 24 calls a decode step.
+        return self.dropout(x) if self.training else x
 
 
 class HfcmGptPreTrainedModel(PreTrainedModel):
@@ -255,7 +328,7 @@ class HfcmGptModel(HfcmGptPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
+            cache = new_dynamic_cache(self.config)
 
         past_length = cache.get_seq_length() if cache is not None else 0
         seq_length = inputs_embeds.shape[1]
@@ -339,6 +412,15 @@ class HfcmGptForCausalLM(HfcmGptPreTrainedModel, GenerationMixin):
 
     # generate() hooks: transformers reaches these with the merged generation settings, before any decoding.
 
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        cache = model_kwargs.get("cache")
+        # Only the default cache generate made itself: a user's cache, static and offloaded caches are kept.
+        if type(cache) is DynamicCache and not cache.offloading and not getattr(cache, "_is_user_defined", False) \
+                and all(type(layer) is DynamicLayer and not layer.is_initialized for layer in cache.layers):
+            capacity = generation_config.max_length
+            cache.layers = [HfcmGptCacheLayer(capacity) for _ in cache.layers]
+
     def _prepare_generation_config(self, generation_config, **kwargs):
         generation_config, model_kwargs = super()._prepare_generation_config(generation_config, **kwargs)
         _check_sampling_settings(generation_config)
@@ -367,12 +449,22 @@ class HfcmGptForCausalLM(HfcmGptPreTrainedModel, GenerationMixin):
 
 def _lm_logits(hidden_states, lm_head):
     """lm_head(hidden_states) = hidden_states·W_eᵀ. A decode step (one position per sequence) computes it as
-    (W_e·hidden_statesᵀ)ᵀ: the same dot products, but MKL's fp32 kernels read the (vocab, hidden) matrix several
-    times faster as the left operand when it meets only a few vectors (batch 8, GPT-2's vocabulary: 47 vs 138 ms
-    on our CPU)."""
-    if hidden_states.dim() == 3 and hidden_states.shape[1] == 1 and lm_head.bias is None:
-        return (lm_head.weight @ hidden_states[:, 0].T).T.contiguous().unsqueeze(1)
-    return lm_head(hidden_states)
+    (W_e·hidden_statesᵀ)ᵀ, the same dot products: MKL reads the (vocab, hidden) matrix several times faster as the
+    left operand when it meets only a few vectors (batch 8, GPT-2's vocabulary: 47 vs 138 ms on our CPU); with
+    its rows cut into one block per thread, every thread reads a block (batch 1: 13 -> 8 ms)."""
+    if not (hidden_states.dim() == 3 and hidden_states.shape[1] == 1 and lm_head.bias is None):
+        return lm_head(hidden_states)
+    weight, vectors = lm_head.weight, hidden_states[:, 0].T
+    slices = _decode_slices(vectors.shape[1])
+    if slices == 1:
+        logits = weight @ vectors
+    else:
+        whole = len(weight) - len(weight) % slices
+        blocks = torch.bmm(weight[:whole].view(slices, -1, weight.shape[1]), vectors.expand(slices, -1, -1))
+        logits = torch.cat([blocks.view(whole, -1), weight[whole:] @ vectors])
+    # view, not unsqueeze: for one sequence .T.contiguous() keeps the strides (1, 1), and every later copy of
+    # such logits (generate makes three a step) runs elementwise, 18x slower.
+    return logits.T.contiguous().view(len(hidden_states), 1, -1)
 
 
 def _check_sampling_settings(generation_config):
