@@ -1,13 +1,14 @@
-"""How fast can batch-1 greedy decoding of gpt2 (124M) go on this CPU with torch's own kernels?
+"""How close does batch-1 greedy decoding of gpt2 (124M) come to what this CPU allows?
 
-`bench_gpt.py` compares our `generate` with transformers' GPT2LMHeadModel. This script asks what is left to win
-at all: it times, interleaved with both `generate` calls and on the same weights,
-- "bare loop": greedy decoding with no `generate`, no modules and no cache object: per new token and layer two
-  `layer_norm`s, the four weight products (`addmm`, the weights in their stored (in, out) layout), one
-  `scaled_dot_product_attention` over a preallocated key/value buffer and GELU; then the tied LM head as one
-  product and an argmax. Its tokens must equal our `generate`'s, or nothing is timed.
-- "weight products only": the 48 block products and the LM head of one decode step on fixed inputs, i.e. what
-  any fp32 implementation on these kernels pays per token, with nothing else.
+`bench_gpt.py` compares our `generate` with transformers' GPT2LMHeadModel. This script asks what is left to win:
+it times, interleaved with both `generate` calls and on the same weights,
+- "bare loop": greedy decoding with no `generate`, no cache object and no module but the projections: per new
+  token and layer two `layer_norm`s, the four weight products (the model's own `HfcmGptProjection`s), one
+  `scaled_dot_product_attention` over a preallocated key/value buffer and GELU; then the model's LM-head product
+  and an argmax. Its tokens must equal our `generate`'s, or nothing is timed.
+- "weight products only": the 48 block products and the LM head of one decode step on fixed inputs, nothing
+  else, twice: as one MKL call per weight (`addmm`; `W_e @ h` for the head), which runs on one thread, and as
+  the model computes them, cut into one slice per thread.
 
     python -m benchmarks.gpt_decode_floor [--repeats 5]   # from the repository root
 """
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.bench_gpt import VOCAB_SIZE, build_models, decode, random_tokens
+from hf_course_models.modeling.gpt.modeling_hfcm_gpt import _lm_logits
 from benchmarks.common import format_table, machine_info, throughput, time_interleaved, write_json
 
 PROMPT_LEN, NEW_TOKENS = 32, 128
@@ -43,33 +45,31 @@ def bare_greedy(model, prompt, new_tokens):
         hidden = decoder.wte.weight[token][None] + decoder.wpe.weight[position][None]
         for index, block in enumerate(decoder.layers):
             attention, mlp = block.attention, block.mlp
-            qkv = torch.addmm(attention.qkv.bias, layer_norm(hidden, block.attention_norm),
-                              attention.qkv.weight).view(3, heads, head_dim)
+            qkv = attention.qkv(layer_norm(hidden, block.attention_norm)).view(3, heads, head_dim)
             keys[index, 0, :, position], values[index, 0, :, position] = qkv[1], qkv[2]
             context = F.scaled_dot_product_attention(qkv[0][None, :, None], keys[index, :, :, : position + 1],
                                                      values[index, :, :, : position + 1])
-            hidden = hidden + torch.addmm(attention.out.bias, context.reshape(1, -1), attention.out.weight)
-            inner = F.gelu(torch.addmm(mlp.intermediate.bias, layer_norm(hidden, block.mlp_norm),
-                                       mlp.intermediate.weight), approximate="tanh")
-            hidden = hidden + torch.addmm(mlp.output.bias, inner, mlp.output.weight)
-        token = (decoder.wte.weight @ layer_norm(hidden, decoder.final_norm)[0]).argmax()
+            hidden = hidden + attention.out(context.reshape(1, -1))
+            inner = F.gelu(mlp.intermediate(layer_norm(hidden, block.mlp_norm)), approximate="tanh")
+            hidden = hidden + mlp.output(inner)
+        token = _lm_logits(layer_norm(hidden, decoder.final_norm)[None], model.lm_head)[0, 0].argmax()
         position += 1
     tokens.append(int(token))
     return tokens
 
 
-def weight_products(model):
-    """One decode step's weight products on fixed inputs."""
+def weight_products(model, split):
+    """One decode step's weight products on fixed inputs: one MKL call per weight, or as the model splits them."""
     decoder = model.transformer
     projections = [projection for block in decoder.layers
                    for projection in (block.attention.qkv, block.attention.out, block.mlp.intermediate, block.mlp.output)]
     inputs = [torch.randn(1, projection.weight.shape[0]) for projection in projections]
-    hidden = torch.randn(decoder.wte.weight.shape[1])
+    hidden = torch.randn(1, 1, decoder.wte.weight.shape[1])
 
     def step():
         for projection, x in zip(projections, inputs):
-            torch.addmm(projection.bias, x, projection.weight)
-        return decoder.wte.weight @ hidden
+            projection(x) if split else torch.addmm(projection.bias, x, projection.weight)
+        return _lm_logits(hidden, model.lm_head) if split else decoder.wte.weight @ hidden[0, 0]
 
     return step
 
@@ -90,12 +90,13 @@ def main():
         expected = decode(ours, prompt, NEW_TOKENS)()[0, PROMPT_LEN:].tolist()
         if bare_greedy(ours, prompt, NEW_TOKENS) != expected:
             raise SystemExit("The bare loop's tokens differ from our generate's: not timing.")
-        products = weight_products(ours)
+        one_call, split = weight_products(ours, split=False), weight_products(ours, split=True)
         calls = {
             "ours generate": decode(ours, prompt, NEW_TOKENS),
             "reference generate": decode(models["reference"], prompt, NEW_TOKENS),
             "bare loop": lambda: bare_greedy(ours, prompt, NEW_TOKENS),
-            "weight products only": lambda: [products() for _ in range(NEW_TOKENS)],
+            "weight products only, one MKL call each": lambda: [one_call() for _ in range(NEW_TOKENS)],
+            "weight products only, split per thread": lambda: [split() for _ in range(NEW_TOKENS)],
         }
         seconds = time_interleaved(calls, args.repeats, args.warmup)
     speed = {name: throughput(seconds[name], NEW_TOKENS) for name in calls}

@@ -6,6 +6,7 @@ what each prompt generates alone, incremental logits equal full-sequence logits,
 exactly what transformers' GPT2LMHeadModel returns with the same weights and seed, the static cache works
 (also under torch.compile), and bad input fails before decoding with a message that says what to do.
 """
+import contextlib
 import importlib.util
 import json
 import os
@@ -84,6 +85,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def intra_op_threads(count):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The KV cache
 # ---------------------------------------------------------------------------------------------------------
@@ -140,17 +151,19 @@ def test_static_cache_generates_what_the_dynamic_cache_generates(model):
     assert static.tolist() == dynamic.tolist()
 
 
-def test_compiled_static_cache_decoding_equals_eager(model):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_static_cache_decoding_equals_eager(model, threads):
     """Decode steps through torch.compile(fullgraph=True) with a StaticCache: the whole forward is traceable
-    without graph breaks. The "aot_eager" backend keeps the test quick; inductor (its C++ code generation)
-    takes ~40 s for this model on a 2-core CPU, too slow for a unit test."""
+    without graph breaks, with 2 threads also the products split per thread. The "aot_eager" backend keeps the
+    test quick; inductor (its C++ code generation) takes ~40 s for this model on a 2-core CPU, too slow for a
+    unit test."""
     torch._dynamo.reset()
     prompt = prompts(lengths=(6,))[0][None]
     new_tokens = 8
     expected = model.generate(prompt, max_new_tokens=new_tokens, do_sample=False)
     cache = StaticCache(config=model.config, max_cache_len=prompt.shape[1] + new_tokens)
     compiled = torch.compile(model, fullgraph=True, dynamic=False, backend="aot_eager")
-    with torch.no_grad():
+    with torch.no_grad(), intra_op_threads(threads):
         logits = model(input_ids=prompt, cache=cache, use_cache=True).logits
         tokens = [logits[:, -1].argmax(-1, keepdim=True)]
         for position in range(prompt.shape[1], prompt.shape[1] + new_tokens - 1):
@@ -219,13 +232,9 @@ def test_decode_step_products_split_over_threads_equal_one_product(threads, rows
         torch.nn.init.normal_(projection.bias)
         x = torch.randn(rows, 1, in_features, requires_grad=True)
         expected = x.double() @ projection.weight.double() + projection.bias.double()
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with intra_op_threads(threads):
             output = projection(x)
             output.sum().backward()
-        finally:
-            torch.set_num_threads(previous)
         assert output.shape == (rows, 1, 36)
         assert max_abs_diff(output.double(), expected) <= TOLERANCE
         assert max_abs_diff(x.grad, projection.weight.sum(1).expand(rows, 1, -1)) <= TOLERANCE
@@ -238,13 +247,8 @@ def test_decode_step_lm_head_split_over_threads_equals_the_linear_head(model, th
     """The vocabulary (211, odd) splits into one block of rows per thread plus the rest; the logits come out with
     the strides of a fresh (batch, 1, vocab) tensor, whose copies (generate makes three a step) stay fast."""
     hidden = torch.randn(batch, 1, model.config.hidden_size)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            logits = _lm_logits(hidden, model.lm_head)
-    finally:
-        torch.set_num_threads(previous)
+    with torch.no_grad(), intra_op_threads(threads):
+        logits = _lm_logits(hidden, model.lm_head)
     assert logits.shape == (batch, 1, VOCAB) and logits.stride() == (VOCAB, VOCAB, 1)
     assert max_abs_diff(logits, model.lm_head(hidden)) <= TOLERANCE
 

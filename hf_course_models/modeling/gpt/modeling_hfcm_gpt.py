@@ -58,10 +58,15 @@ def eager_attention(module, query, key, value, attention_mask, scaling, dropout=
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+@torch.compiler.assume_constant_result  # a compiled graph keeps the count it was traced with
+def _intra_op_threads():
+    return torch.get_num_threads()
+
+
 def _decode_slices(rows):
     """Into how many slices to cut a weight for a product with `rows` vectors: one per intra-op thread for a
     decode step (at most 8 vectors), so that every thread reads a slice; else 1 (a single kernel call)."""
-    return 1 if rows > 8 or torch.compiler.is_compiling() else torch.get_num_threads()
+    return 1 if rows > 8 else _intra_op_threads()
 
 
 class HfcmGptProjection(nn.Module):
@@ -115,9 +120,9 @@ class HfcmGptCacheLayer(DynamicLayer):
         if not self._writes_in_place(end):
             self._move_to_new_buffers(key_states, start, end)
         key_buffer, value_buffer = self._buffers
-        key_buffer[..., start:end, :] = key_states
-        value_buffer[..., start:end, :] = value_states
-        self.keys, self.values = self._views = key_buffer[..., :end, :], value_buffer[..., :end, :]
+        key_buffer.narrow(2, start, end - start).copy_(key_states)
+        value_buffer.narrow(2, start, end - start).copy_(value_states)
+        self.keys, self.values = self._views = key_buffer.narrow(2, 0, end), value_buffer.narrow(2, 0, end)
         return self.keys, self.values
 
     def _writes_in_place(self, end):
@@ -135,8 +140,8 @@ class HfcmGptCacheLayer(DynamicLayer):
         capacity = max(self.capacity, 2 * end)
         buffers = tuple(key_states.new_empty(*key_states.shape[:2], capacity, key_states.shape[-1]) for _ in "kv")
         if start:
-            buffers[0][..., :start, :] = self.keys
-            buffers[1][..., :start, :] = self.values
+            buffers[0].narrow(2, 0, start).copy_(self.keys)
+            buffers[1].narrow(2, 0, start).copy_(self.values)
         self._buffers = buffers
 
 
