@@ -58,6 +58,19 @@ def eager_attention(module, query, key, value, attention_mask, scaling, dropout=
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+def sdpa_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """torch's scaled_dot_product_attention in the attention interface's calling convention.
+
+    transformers' own sdpa function also handles grouped-query attention, position biases and NPU masks, none
+    of which GPT has; in a decode step, where every weight product flushes the CPU caches, its extra Python cost
+    ~1.5 ms a step for 12 layers (benchmarks/README.md). Without a mask several queries attend causally,
+    aligned to the first key, as there."""
+    is_causal = attention_mask is None and query.shape[2] > 1
+    context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
+                                             scale=scaling, is_causal=is_causal)
+    return context.transpose(1, 2), None
+
+
 @torch.compiler.assume_constant_result  # a compiled graph keeps the count it was traced with
 def _intra_op_threads():
     return torch.get_num_threads()
@@ -65,8 +78,9 @@ def _intra_op_threads():
 
 def _decode_slices(rows):
     """Into how many slices to cut a weight for a product with `rows` vectors: one per intra-op thread for a
-    decode step (at most 8 vectors), so that every thread reads a slice; else 1 (a single kernel call)."""
-    return 1 if rows > 8 else _intra_op_threads()
+    decode step or a short prompt (at most 64 vectors), so that every thread reads a slice; else 1 (a single
+    kernel call)."""
+    return 1 if rows > 64 else _intra_op_threads()
 
 
 class HfcmGptProjection(nn.Module):
@@ -175,7 +189,8 @@ class HfcmGptAttention(nn.Module):
             key, value = cache.update(key, value, self.layer_idx)
         # sdpa cannot return attention weights: fall back to eager for calls that ask for them.
         implementation = "eager" if output_attentions else self.config._attn_implementation
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention)
+        attention = (sdpa_attention if implementation == "sdpa"
+                     else ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention))
         context, weights = attention(
             self,
             query,
