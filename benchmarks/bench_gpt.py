@@ -20,8 +20,8 @@ same inputs, one process, steps of the two models alternating (see `common.time_
 - profile: where a decode step's time goes in each model: per-step time inside `generate` split into the
   model's forward and generate's own bookkeeping (timed with forward hooks), operator times of decode-step
   forwards (torch.profiler) and Python-level cumulative times (cProfile, which inflates Python overhead).
-- compile: ours with `cache_implementation="static"` and torch.compile (inductor) through generate's compile
-  config; reported on its own, not as the headline ratio.
+- compile: both models with `cache_implementation="static"` and torch.compile (inductor) through generate's
+  compile config, beside both with their default caches; reported on its own, not as the headline ratio.
 
     python -m benchmarks.bench_gpt [--parts machine training decoding profile compile] [--threads 2]  # repo root
 """
@@ -395,38 +395,44 @@ def run_profile(args, models):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Static cache + torch.compile (ours)
+# Static cache + torch.compile (both models)
 # ---------------------------------------------------------------------------------------------------------
 
 def run_compile(args, models):
-    """Ours with a StaticCache, eager and compiled with inductor (generate compiles the decode steps), against
-    ours with the default DynamicCache; batch 1."""
-    ours = models["ours"]
+    """Both models with a StaticCache compiled by inductor (generate compiles the decode steps), against both
+    with the default DynamicCache, and ours with an uncompiled StaticCache; batch 1."""
     prompt = random_tokens(1, args.prompt_len, args.seed + 1)
     compile_config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
     compile_config._compile_all_devices = True  # generate compiles only on accelerators unless told (no init arg)
-    calls = {
-        "dynamic_cache": decode(ours, prompt, args.new_tokens),
-        "static_cache": decode(ours, prompt, args.new_tokens, cache_implementation="static", disable_compile=True),
-        "static_cache_compiled": decode(ours, prompt, args.new_tokens, cache_implementation="static",
-                                        compile_config=compile_config),
-    }
-    expected = calls["dynamic_cache"]()
-    start = time.perf_counter()
-    try:
-        first = calls["static_cache_compiled"]()
-    except Exception as error:  # inductor needs a working C++ toolchain; report instead of failing the run
-        return {"error": f"{type(error).__name__}: {error}"[:2000]}
-    first_call_seconds = time.perf_counter() - start
-    identical = {name: torch.equal(call() if name != "static_cache_compiled" else first, expected)
+    calls, compiled = {}, []
+    for name, model in models.items():
+        calls[f"{name} dynamic_cache"] = decode(model, prompt, args.new_tokens)
+        if name == "ours":
+            calls["ours static_cache"] = decode(model, prompt, args.new_tokens, cache_implementation="static",
+                                                disable_compile=True)
+        calls[f"{name} static_cache_compiled"] = decode(model, prompt, args.new_tokens,
+                                                        cache_implementation="static", compile_config=compile_config)
+        compiled.append(f"{name} static_cache_compiled")
+    expected = calls["ours dynamic_cache"]()
+    first_call_seconds, outputs = {}, {}
+    for name in compiled:
+        start = time.perf_counter()
+        try:
+            outputs[name] = calls[name]()
+        except Exception as error:  # inductor needs a working C++ toolchain; report instead of failing the run
+            return {"error": f"{name}: {type(error).__name__}: {error}"[:2000]}
+        first_call_seconds[name] = time.perf_counter() - start
+    identical = {name: torch.equal(outputs[name] if name in outputs else call(), expected)
                  for name, call in calls.items()}
     seconds = time_interleaved(calls, args.decode_repeats, args.decode_warmup)
     result = {"first_compiled_call_seconds": first_call_seconds, "identical_tokens": identical}
     for name in calls:
         result[name] = {"tokens_per_s": throughput(seconds[name], args.new_tokens), "generate_seconds": seconds[name]}
-    rows = [[name, f"{result[name]['tokens_per_s']['median']:.1f}", identical[name]] for name in calls]
-    print(format_table(["ours, batch 1", "new tokens/s median", "same tokens"], rows))
-    print(f"first compiled call (compilation included): {first_call_seconds:.0f} s\n")
+    reference = result["reference dynamic_cache"]["tokens_per_s"]["median"]
+    rows = [[name, f"{result[name]['tokens_per_s']['median']:.1f}",
+             f"{result[name]['tokens_per_s']['median'] / reference:.2f}x", identical[name]] for name in calls]
+    print(format_table(["batch 1", "new tokens/s median", "vs reference dynamic_cache", "same tokens"], rows))
+    print(f"first compiled calls (compilation included): {first_call_seconds}\n")
     return result
 
 

@@ -62,9 +62,8 @@ def sdpa_attention(module, query, key, value, attention_mask, scaling, dropout=0
     """torch's scaled_dot_product_attention in the attention interface's calling convention.
 
     transformers' own sdpa function also handles grouped-query attention, position biases and NPU masks, none
-    of which GPT has; in a decode step, where every weight product flushes the CPU caches, its extra Python cost
-    ~1.5 ms a step for 12 layers (benchmarks/README.md). Without a mask several queries attend causally,
-    aligned to the first key, as there."""
+    of which GPT has; its extra Python costs about 1 ms of a gpt2 decode step on our CPU (benchmarks/README.md).
+    Without a mask several queries attend causally, aligned to the first key, as there."""
     is_causal = attention_mask is None and query.shape[2] > 1
     context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
                                              scale=scaling, is_causal=is_causal)
@@ -88,8 +87,8 @@ class HfcmGptProjection(nn.Module):
 
     A decode step multiplies one vector per sequence by every weight, so it is bound by how fast the weights are
     read, and MKL runs such a product on one thread. Cut along in_features into one slice per thread, it becomes
-    a batched product that every thread works on: decoding reads the weights about 1.3x faster on our 2-core CPU
-    (benchmarks/README.md, GPT section).
+    a batched product that every thread works on: on our 2-core CPU a decode step's products take 35 instead of
+    45 ms (benchmarks/README.md, GPT section).
     """
 
     def __init__(self, in_features, out_features):
