@@ -77,9 +77,9 @@ def _intra_op_threads():
 
 def _decode_slices(rows):
     """Into how many slices to cut a weight for a product with `rows` vectors: one per intra-op thread for a
-    decode step or a short prompt (at most 64 vectors), so that every thread reads a slice; else 1 (a single
-    kernel call)."""
-    return 1 if rows > 64 else _intra_op_threads()
+    decode step or a short prompt (at most 64 vectors, no autograd), so that every thread reads a slice; else 1
+    (a single kernel call, so that training sums its gradients the same way at every batch size)."""
+    return 1 if rows > 64 or torch.is_grad_enabled() else _intra_op_threads()
 
 
 class HfcmGptProjection(nn.Module):
