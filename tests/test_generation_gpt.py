@@ -19,7 +19,12 @@ from transformers.cache_utils import DynamicLayer
 
 from hf_course_models import HfcmGptConfig, HfcmGptForCausalLM
 from hf_course_models.convert.gpt import config_to_transformers, state_dict_to_transformers
-from hf_course_models.modeling.gpt.modeling_hfcm_gpt import HfcmGptCacheLayer, HfcmGptProjection, _lm_logits
+from hf_course_models.modeling.gpt.modeling_hfcm_gpt import (
+    HfcmGptCacheLayer,
+    HfcmGptProjection,
+    _decode_slices,
+    _lm_logits,
+)
 
 VOCAB = 211
 PAD = 0
@@ -241,6 +246,14 @@ def test_decode_step_products_split_over_threads_equal_one_product(threads, rows
         assert output.shape == (rows, 1, 36)
         assert max_abs_diff(output.double(), expected) <= TOLERANCE
         assert torch.equal(recorded, one_product)
+
+
+def test_products_are_split_only_on_the_cpu():
+    """The split answers MKL's one-thread matrix-vector kernel; other devices take one product ("meta" stands in
+    for them here)."""
+    with torch.no_grad(), intra_op_threads(2):
+        assert _decode_slices(torch.empty(48, 36), 1) == 2
+        assert _decode_slices(torch.empty(48, 36, device="meta"), 1) == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -75,11 +75,13 @@ def _intra_op_threads():
     return torch.get_num_threads()
 
 
-def _decode_slices(rows):
-    """Into how many slices to cut a weight for a product with `rows` vectors: one per intra-op thread for a
-    decode step or a short prompt (at most 64 vectors, no autograd), so that every thread reads a slice; else 1
+def _decode_slices(weight, rows):
+    """Into how many slices to cut `weight` for a product with `rows` vectors: on CPU one per intra-op thread for
+    a decode step or a short prompt (at most 64 vectors, no autograd), so that every thread reads a slice; else 1
     (a single kernel call, so that training sums its gradients the same way at every batch size)."""
-    return 1 if rows > 64 or torch.is_grad_enabled() else _intra_op_threads()
+    if rows > 64 or torch.is_grad_enabled() or weight.device.type != "cpu":
+        return 1
+    return _intra_op_threads()
 
 
 class HfcmGptProjection(nn.Module):
@@ -99,7 +101,7 @@ class HfcmGptProjection(nn.Module):
     def forward(self, x):
         weight = self.weight
         rows = x.numel() // weight.shape[0]
-        slices = _decode_slices(rows)
+        slices = _decode_slices(weight, rows)
         if slices == 1 or weight.shape[0] % slices:
             return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), weight).view(*x.shape[:-1], -1)
         vectors = x.reshape(slices, 1, -1) if rows == 1 else x.reshape(rows, slices, -1).transpose(0, 1)
@@ -474,7 +476,7 @@ def _lm_logits(hidden_states, lm_head):
     if not (hidden_states.dim() == 3 and hidden_states.shape[1] == 1 and lm_head.bias is None):
         return lm_head(hidden_states)
     weight, vectors = lm_head.weight, hidden_states[:, 0].T
-    slices = _decode_slices(vectors.shape[1])
+    slices = _decode_slices(weight, vectors.shape[1])
     if slices == 1:
         logits = weight @ vectors
     else:
