@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.bench_gpt import VOCAB_SIZE, build_models, decode, random_tokens
-from hf_course_models.modeling.gpt.modeling_hfcm_gpt import _lm_logits
 from benchmarks.common import format_table, machine_info, throughput, time_interleaved, write_json
+from hf_course_models.modeling.gpt.modeling_hfcm_gpt import _lm_logits
 
 PROMPT_LEN, NEW_TOKENS = 32, 128
 
@@ -67,9 +67,13 @@ def weight_products(model, split):
     hidden = torch.randn(1, 1, decoder.wte.weight.shape[1])
 
     def step():
+        if split:
+            for projection, x in zip(projections, inputs):
+                projection(x)
+            return _lm_logits(hidden, model.lm_head)
         for projection, x in zip(projections, inputs):
-            projection(x) if split else torch.addmm(projection.bias, x, projection.weight)
-        return _lm_logits(hidden, model.lm_head) if split else decoder.wte.weight @ hidden[0, 0]
+            torch.addmm(projection.bias, x, projection.weight)
+        return decoder.wte.weight @ hidden[0, 0]
 
     return step
 

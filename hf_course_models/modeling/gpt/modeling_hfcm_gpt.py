@@ -160,9 +160,8 @@ class HfcmGptCacheLayer(DynamicLayer):
         self._buffers = buffers
 
 
-def new_dynamic_cache(config, capacity=0):
-    """A DynamicCache whose layers grow in place (HfcmGptCacheLayer), `capacity` tokens reserved at first use."""
-    cache = DynamicCache(config=config)
+def _written_in_place(cache, capacity=0):
+    """`cache` (a new DynamicCache) with layers that grow in place, `capacity` tokens reserved at first use."""
     cache.layers = [HfcmGptCacheLayer(capacity) for _ in cache.layers]
     return cache
 
@@ -349,7 +348,7 @@ class HfcmGptModel(HfcmGptPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
         if use_cache and cache is None:
-            cache = new_dynamic_cache(self.config)
+            cache = _written_in_place(DynamicCache(config=self.config))
 
         past_length = cache.get_seq_length() if cache is not None else 0
         seq_length = inputs_embeds.shape[1]
@@ -439,8 +438,7 @@ class HfcmGptForCausalLM(HfcmGptPreTrainedModel, GenerationMixin):
         # Only the default cache generate made itself: a user's cache, static and offloaded caches are kept.
         if type(cache) is DynamicCache and not cache.offloading and not getattr(cache, "_is_user_defined", False) \
                 and all(type(layer) is DynamicLayer and not layer.is_initialized for layer in cache.layers):
-            capacity = generation_config.max_length
-            cache.layers = [HfcmGptCacheLayer(capacity) for _ in cache.layers]
+            _written_in_place(cache, capacity=generation_config.max_length)
 
     def _prepare_generation_config(self, generation_config, **kwargs):
         generation_config, model_kwargs = super()._prepare_generation_config(generation_config, **kwargs)
