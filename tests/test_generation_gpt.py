@@ -15,11 +15,14 @@ import pytest
 import torch
 import transformers
 from transformers import DynamicCache, GPT2Tokenizer, StaticCache
+from torch.nn.modules.module import register_module_forward_hook
 from transformers.cache_utils import DynamicLayer
 
 from hf_course_models import HfcmGptConfig, HfcmGptForCausalLM
 from hf_course_models.convert.gpt import config_to_transformers, state_dict_to_transformers
 from hf_course_models.modeling.gpt.modeling_hfcm_gpt import (
+    HfcmGptAttention,
+    HfcmGptBlock,
     HfcmGptCacheLayer,
     HfcmGptProjection,
     _decode_slices,
@@ -187,6 +190,77 @@ def test_generate_writes_keys_and_values_in_place_and_keeps_a_users_cache(model)
     theirs = model.generate(prompt, max_new_tokens=30, do_sample=False, cache=users, return_dict_in_generate=True)
     assert theirs.cache is users and all(type(layer) is DynamicLayer for layer in users.layers)
     assert ours.sequences.tolist() == theirs.sequences.tolist()
+
+
+@contextlib.contextmanager
+def block_forward_calls(monkeypatch):
+    """Counts, per layer index, the calls of HfcmGptBlock.forward (the module path of a block)."""
+    calls = {}
+    module_path = HfcmGptBlock.forward
+
+    def counted(self, *args, **kwargs):
+        calls[self.attention.layer_idx] = calls.get(self.attention.layer_idx, 0) + 1
+        return module_path(self, *args, **kwargs)
+
+    monkeypatch.setattr(HfcmGptBlock, "forward", counted)
+    yield calls
+
+
+def greedy_with_logits(model, prompt, new_tokens):
+    return model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                          return_dict_in_generate=True)
+
+
+@pytest.mark.parametrize("layer_norm_position", ["pre", "post"])
+def test_decode_steps_skip_module_calls_with_bitwise_equal_logits(layer_norm_position, monkeypatch):
+    model = random_model(layer_norm_position)
+    prompt = torch.stack(prompts(lengths=(7, 7)))
+    with block_forward_calls(monkeypatch) as calls:
+        direct = greedy_with_logits(model, prompt, 12)
+    assert calls == {0: 1, 1: 1}  # the prefill only: every decode step took forward_one_token
+    # A global forward hook must see every module call, so every step goes through the modules.
+    with block_forward_calls(monkeypatch) as calls, register_module_forward_hook(lambda module, args, output: None):
+        through_modules = greedy_with_logits(model, prompt, 12)
+    assert calls == {0: 12, 1: 12}
+    assert torch.equal(direct.sequences, through_modules.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(direct.logits, through_modules.logits))  # max |Δ| = 0
+
+
+def test_a_hooked_module_sends_its_block_through_module_calls(model, monkeypatch):
+    prompt = prompts(lengths=(6,))[0][None]
+    expected = greedy_with_logits(model, prompt, 8)
+    seen = []
+    with block_forward_calls(monkeypatch) as calls, model.transformer.layers[1].mlp.activation.register_forward_hook(
+            lambda module, args, output: seen.append(output.shape)):
+        hooked = greedy_with_logits(model, prompt, 8)
+    assert calls == {0: 1, 1: 8} and len(seen) == 8  # the hook saw the prefill and all 7 decode steps
+    assert torch.equal(hooked.sequences, expected.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(hooked.logits, expected.logits))
+
+
+def test_decode_steps_use_module_calls_in_training_and_for_compiled_or_replaced_modules(monkeypatch):
+    model = random_model(attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0, embedding_dropout_prob=0.0)
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(prompts(lengths=(5,))[0][None], cache=cache)
+    step = dict(input_ids=torch.tensor([[3]]), cache=cache)
+
+    def block_calls_of_one_step():
+        with block_forward_calls(monkeypatch) as calls, torch.no_grad():
+            model(**step)
+            cache.crop(-1)
+        return calls
+
+    assert block_calls_of_one_step() == {}
+    model.train()
+    assert block_calls_of_one_step() == {0: 1, 1: 1}
+    model.eval()
+    blocks = model.transformer.layers
+    blocks[0].mlp.compile()  # compiles lazily, at its first call: here the step must call the compiled module
+    assert blocks[0].forward_one_token(torch.zeros(1, 1, model.config.hidden_size), cache) is None
+    blocks[0].mlp._compiled_call_impl = None
+    blocks[1].attention.__class__ = type("ReplacedAttention", (HfcmGptAttention,), {})
+    assert blocks[1].forward_one_token(torch.zeros(1, 1, model.config.hidden_size), cache) is None
 
 
 def test_cache_layer_holds_what_concatenation_holds_through_growth_crop_and_reordering():
