@@ -252,7 +252,8 @@ class HfcmGptBlock(GradientCheckpointingLayer):
         A gpt2 decode step calls ten modules a block, and after each weight product, which evicts the caches, every
         call, attribute and config look-up costs several times what it costs warm: skipping `nn.Module.__call__`, the
         attention interface and GradientCheckpointingLayer saves ~1.3 ms (3%) of a step (benchmarks/README.md).
-        The operations are forward's own, in its order: the logits are bitwise equal (tests)."""
+        The operations are forward's own, in its order (less the permute and transpose that one position makes
+        views): the logits are bitwise equal (tests)."""
         attention, mlp = self.attention, self.mlp
         if type(attention) is not HfcmGptAttention or type(mlp) is not HfcmGptMLP:
             return None
@@ -265,11 +266,13 @@ class HfcmGptBlock(GradientCheckpointingLayer):
         residual = hidden_states
         if self.pre_norm:
             hidden_states = attention_norm.forward(hidden_states)
+        # With one position, (batch, 1, 3, heads, head_dim) and (batch, 3, heads, 1, head_dim) are the same memory,
+        # and so are sdpa's (batch, heads, 1, head_dim) and (batch, 1, hidden): views, no permute or transpose.
         query, key, value = qkv.forward(hidden_states).view(
-            batch_size, 1, 3, attention.num_heads, attention.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            batch_size, 3, attention.num_heads, 1, attention.head_dim).unbind(1)
         key, value = cache.update(key, value, attention.layer_idx)
-        context = F.scaled_dot_product_attention(query, key, value, scale=attention.scaling).transpose(1, 2)
-        hidden_states = residual + out.forward(context.reshape(batch_size, 1, -1))
+        context = F.scaled_dot_product_attention(query, key, value, scale=attention.scaling)
+        hidden_states = residual + out.forward(context.view(batch_size, 1, -1))
         if self.pre_norm:
             return hidden_states + output.forward(activation.forward(intermediate.forward(mlp_norm.forward(
                 hidden_states))))
